@@ -1,0 +1,135 @@
+//! [`TrackingAlloc`]: the global allocator that counts every allocation and, during
+//! measured iterations, remembers where each live block came from.
+//!
+//! Hot path (always on): forward to the inner allocator, then update this thread's
+//! counter shard: no lock, no allocation, no backtrace. Two relaxed loads of read-mostly
+//! flags decide whether site bookkeeping is needed at all.
+//!
+//! ```text
+//!              alloc                          dealloc
+//!   inner.alloc ─▶ counters::on_alloc    table in use? ─▶ sites::on_dealloc (remove)
+//!   recording? ─▶ sites::on_alloc        counters::on_dealloc ─▶ inner.dealloc
+//!                  (stack → site id → live table)
+//! ```
+
+mod counters;
+mod raw;
+pub(crate) mod sites;
+pub(crate) mod stack;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+
+pub use counters::{HeapStats, heap_stats, reset_peak};
+
+/// The allocator that `TrackingAlloc` wraps by default: jemalloc with the `jemalloc`
+/// feature (the default), otherwise the system allocator.
+#[cfg(feature = "jemalloc")]
+pub type DefaultAlloc = tikv_jemallocator::Jemalloc;
+/// The allocator that `TrackingAlloc` wraps by default: jemalloc with the `jemalloc`
+/// feature (the default), otherwise the system allocator.
+#[cfg(not(feature = "jemalloc"))]
+pub type DefaultAlloc = std::alloc::System;
+
+/// A global allocator that counts live bytes, blocks, allocations and the peak, and
+/// records allocation sites while leakgate measures a scenario.
+///
+/// Install it with [`global_allocator!`](crate::global_allocator), or by hand:
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: leakgate::TrackingAlloc<std::alloc::System> =
+///     leakgate::TrackingAlloc::new(std::alloc::System);
+/// ```
+pub struct TrackingAlloc<A = DefaultAlloc> {
+    inner: A,
+}
+
+impl<A> TrackingAlloc<A> {
+    /// Wraps `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
+
+// SAFETY: every method forwards to the inner allocator with the caller's arguments and
+// returns its result unchanged; the bookkeeping never touches the blocks themselves and
+// never allocates through this allocator (it uses its own mappings, or runs under the
+// reentrancy guard).
+unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let ptr = unsafe { self.inner.alloc(layout) };
+        if !ptr.is_null() {
+            counters::on_alloc(layout.size());
+            if sites::recording() {
+                sites::on_alloc(ptr, layout.size());
+            }
+        }
+        ptr
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            counters::on_alloc(layout.size());
+            if sites::recording() {
+                sites::on_alloc(ptr, layout.size());
+            }
+        }
+        ptr
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // The entry goes before the block: once freed, another thread may get the same
+        // address and enter it.
+        if sites::table_in_use() {
+            sites::on_dealloc(ptr);
+        }
+        counters::on_dealloc(layout.size());
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            counters::on_realloc(layout.size(), new_size);
+            if sites::table_in_use() {
+                sites::on_realloc(ptr, new, new_size);
+            }
+        }
+        new
+    }
+}
+
+thread_local! {
+    static INSIDE_TRACKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as busy inside leakgate's own bookkeeping, so allocations it
+/// makes (symbolizing, collecting survivors, unwinding) are counted but never recorded as
+/// sites, and recording never recurses into itself. Restores the previous state on drop,
+/// also while unwinding.
+pub(crate) struct ReentrancyGuard(());
+
+impl ReentrancyGuard {
+    /// Enters, or returns `None` if this thread is already inside.
+    pub(crate) fn enter() -> Option<Self> {
+        INSIDE_TRACKER
+            .with(|inside| !inside.replace(true))
+            .then_some(Self(()))
+    }
+}
+
+impl Drop for ReentrancyGuard {
+    fn drop(&mut self) {
+        INSIDE_TRACKER.with(|inside| inside.set(false));
+    }
+}

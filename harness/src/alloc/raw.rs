@@ -1,0 +1,160 @@
+//! Building blocks for the allocator's bookkeeping that must not allocate through the
+//! global allocator: a spin lock and a growable buffer backed directly by `mmap`.
+//!
+//! Bookkeeping lives in anonymous mappings so it is invisible to both heaps leakgate
+//! measures (the Rust heap and jemalloc's process-wide statistics).
+
+use std::cell::UnsafeCell;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A test-and-test-and-set lock that yields the CPU after a short spin, so a preempted
+/// holder on a 2-core machine does not make its waiters burn whole time slices.
+pub(crate) struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out `&mut T` to one thread at a time, so sharing the lock is
+// as safe as sending the value.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        let mut spins = 0u32;
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            while self.locked.load(Ordering::Relaxed) {
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    // sched_yield: a system call that does not allocate.
+                    std::thread::yield_now();
+                }
+            }
+        }
+        SpinGuard { lock: self }
+    }
+}
+
+pub(crate) struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: holding the guard means holding the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: holding the guard means holding the lock, so this is the only reference.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Types for which the all-zero bit pattern is a valid value (fresh mappings are zeroed).
+///
+/// # Safety
+/// Implement only for plain-old-data types whose all-zero bytes are a valid value.
+pub(crate) unsafe trait Zeroable: Copy {}
+
+/// A fixed-capacity array of `T` in its own anonymous mapping, zero-initialised.
+pub(crate) struct MmapBuf<T: Zeroable> {
+    ptr: *mut T,
+    capacity: usize,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: `MmapBuf` owns its mapping exclusively, like a `Box<[T]>`.
+unsafe impl<T: Zeroable + Send> Send for MmapBuf<T> {}
+
+impl<T: Zeroable> MmapBuf<T> {
+    /// A buffer with no capacity and no mapping.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            ptr: std::ptr::null_mut(),
+            capacity: 0,
+            _owns: PhantomData,
+        }
+    }
+
+    /// A zeroed buffer of `capacity` elements, or `None` when the kernel refuses the mapping.
+    pub(crate) fn zeroed(capacity: usize) -> Option<Self> {
+        let bytes = capacity.checked_mul(size_of::<T>())?;
+        if bytes == 0 {
+            return Some(Self::empty());
+        }
+        // SAFETY: an anonymous private mapping touches no existing memory; the result is
+        // checked against MAP_FAILED before use. Page alignment satisfies any `T`.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Self {
+            ptr: ptr.cast(),
+            capacity,
+            _owns: PhantomData,
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn as_slice(&self) -> &[T] {
+        if self.capacity == 0 {
+            return &[];
+        }
+        // SAFETY: the mapping holds `capacity` zero-initialised (hence valid, `T: Zeroable`)
+        // elements and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.capacity) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        if self.capacity == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.capacity) }
+    }
+}
+
+impl<T: Zeroable> Drop for MmapBuf<T> {
+    fn drop(&mut self) {
+        if self.capacity != 0 {
+            // SAFETY: `ptr` and the byte length are exactly those returned by `mmap`.
+            unsafe { libc::munmap(self.ptr.cast(), self.capacity * size_of::<T>()) };
+        }
+    }
+}

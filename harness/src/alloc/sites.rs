@@ -1,0 +1,493 @@
+//! Allocation sites: which call stack allocated each live block, in which iteration.
+//!
+//! While recording (the measured iterations), every allocation captures its stack,
+//! interns it to a compact site id, and enters `address → (size, site, iteration)` in a
+//! live-block table; every free removes its entry. What is left after the run are the
+//! survivors, grouped by site. Only the sites that end up in a report are symbolized.
+//!
+//! The live-block table is split into shards by address, each an open-addressing table
+//! under its own spin lock, so two threads rarely meet. The site interner sits behind a
+//! per-thread cache of recently seen stack hashes, so a hot site costs no lock at all.
+//! Both live in `mmap`ed memory (see `raw`), 24 bytes per live block at a load factor
+//! between 0.375 and 0.75: 32 to 64 bytes of bookkeeping per tracked block.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+
+use super::ReentrancyGuard;
+use super::raw::{MmapBuf, SpinLock, Zeroable};
+use super::stack::{self, DEPTH};
+
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static TABLE_IN_USE: AtomicBool = AtomicBool::new(false);
+static ITERATION: AtomicU32 = AtomicU32::new(0);
+
+/// A site id that names no site (the interner ran out of memory).
+const NO_SITE: u32 = u32::MAX;
+
+#[inline(always)]
+pub(crate) fn recording() -> bool {
+    RECORDING.load(Relaxed)
+}
+
+#[inline(always)]
+pub(crate) fn table_in_use() -> bool {
+    TABLE_IN_USE.load(Relaxed)
+}
+
+/// Starts recording sites; blocks allocated from now on are tagged with `iteration`.
+pub fn start(iteration: u32) -> stack::Method {
+    let method = stack::detect();
+    ITERATION.store(iteration, Relaxed);
+    TABLE_IN_USE.store(true, Relaxed);
+    RECORDING.store(true, Relaxed);
+    method
+}
+
+/// Tags blocks allocated from now on with `iteration`.
+pub(crate) fn set_iteration(iteration: u32) {
+    ITERATION.store(iteration, Relaxed);
+}
+
+/// Stops tagging new blocks; blocks already tagged stay in the table until freed.
+pub fn stop() {
+    RECORDING.store(false, Relaxed);
+}
+
+/// Forgets every tagged block.
+pub fn clear() {
+    RECORDING.store(false, Relaxed);
+    for shard in &LIVE {
+        shard.lock().clear();
+    }
+    TABLE_IN_USE.store(false, Relaxed);
+}
+
+/// Records a new block. Called by the allocator when [`recording`] is on.
+#[inline(never)]
+pub(crate) fn on_alloc(address: *mut u8, size: usize) {
+    let Some(_guard) = ReentrancyGuard::enter() else {
+        return;
+    };
+    let site = current_site();
+    let block = LiveBlock {
+        address: address as usize,
+        size,
+        site,
+        iteration: ITERATION.load(Relaxed),
+    };
+    shard_of(block.address).lock().insert(block);
+}
+
+/// Removes a freed block's entry, if it has one. Called while [`table_in_use`].
+#[inline(never)]
+pub(crate) fn on_dealloc(address: *mut u8) {
+    let address = address as usize;
+    shard_of(address).lock().remove(address);
+}
+
+/// Moves or re-tags an entry after `realloc`. While recording, the block is attributed
+/// to the reallocation (where it grew); afterwards it keeps its original tag.
+#[inline(never)]
+pub(crate) fn on_realloc(old: *mut u8, new: *mut u8, new_size: usize) {
+    let removed = shard_of(old as usize).lock().remove(old as usize);
+    if recording() {
+        on_alloc(new, new_size);
+    } else if let Some(block) = removed {
+        let moved = LiveBlock {
+            address: new as usize,
+            size: new_size,
+            ..block
+        };
+        shard_of(moved.address).lock().insert(moved);
+    }
+}
+
+fn current_site() -> u32 {
+    let mut frames = [0usize; DEPTH];
+    let len = stack::capture(&mut frames);
+    let frames = &frames[..len];
+    let hash = hash_frames(frames);
+    if let Some(site) = SITE_CACHE.with(|cache| cache.get(hash)) {
+        return site;
+    }
+    let site = INTERNER.lock().intern(hash, frames);
+    if site != NO_SITE {
+        SITE_CACHE.with(|cache| cache.put(hash, site));
+    }
+    site
+}
+
+/// FxHash-style mixing; 0 is reserved for empty slots. Two stacks with the same 64-bit
+/// hash are treated as one site: at 10⁵ sites the chance of that is about 10⁻⁹.
+fn hash_frames(frames: &[usize]) -> u64 {
+    let mut hash = frames.len() as u64;
+    for &frame in frames {
+        hash = (hash.rotate_left(5) ^ frame as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    hash.max(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Site interner
+
+const CACHE_SLOTS: usize = 256;
+
+/// A direct-mapped cache from stack hash to site id, private to one thread.
+struct SiteCache(UnsafeCell<[(u64, u32); CACHE_SLOTS]>);
+
+impl SiteCache {
+    fn get(&self, hash: u64) -> Option<u32> {
+        // SAFETY: the cache is thread-local and only touched under the allocator's
+        // reentrancy guard, so no other reference to it exists during this read.
+        let slot = unsafe { (*self.0.get())[hash as usize % CACHE_SLOTS] };
+        (slot.0 == hash).then_some(slot.1)
+    }
+
+    fn put(&self, hash: u64, site: u32) {
+        // SAFETY: as in `get`.
+        unsafe { (*self.0.get())[hash as usize % CACHE_SLOTS] = (hash, site) };
+    }
+}
+
+thread_local! {
+    static SITE_CACHE: SiteCache = const { SiteCache(UnsafeCell::new([(0, 0); CACHE_SLOTS])) };
+}
+
+#[derive(Clone, Copy)]
+struct SiteRecord {
+    len: usize,
+    frames: [usize; DEPTH],
+}
+
+// SAFETY: integers only; all zeroes is an empty record.
+unsafe impl Zeroable for SiteRecord {}
+
+#[derive(Clone, Copy)]
+struct IndexSlot {
+    hash: u64,
+    site: u32,
+}
+
+// SAFETY: integers only; hash 0 marks an empty slot.
+unsafe impl Zeroable for IndexSlot {}
+
+struct Interner {
+    index: MmapBuf<IndexSlot>,
+    records: MmapBuf<SiteRecord>,
+    len: usize,
+}
+
+static INTERNER: SpinLock<Interner> = SpinLock::new(Interner {
+    index: MmapBuf::empty(),
+    records: MmapBuf::empty(),
+    len: 0,
+});
+
+impl Interner {
+    fn intern(&mut self, hash: u64, frames: &[usize]) -> u32 {
+        if let Some(site) = self.find(hash) {
+            return site;
+        }
+        if (self.len + 1) * 2 > self.index.capacity() && !self.grow_index() {
+            return NO_SITE;
+        }
+        if self.len == self.records.capacity() && !self.grow_records() {
+            return NO_SITE;
+        }
+        let site = self.len as u32;
+        let record = &mut self.records.as_mut_slice()[self.len];
+        record.len = frames.len();
+        record.frames[..frames.len()].copy_from_slice(frames);
+        self.len += 1;
+        insert_index(self.index.as_mut_slice(), IndexSlot { hash, site });
+        site
+    }
+
+    fn find(&self, hash: u64) -> Option<u32> {
+        let slots = self.index.as_slice();
+        if slots.is_empty() {
+            return None;
+        }
+        let mask = slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            match slots[at].hash {
+                0 => return None,
+                h if h == hash => return Some(slots[at].site),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    fn grow_index(&mut self) -> bool {
+        let Some(mut bigger) = MmapBuf::<IndexSlot>::zeroed((self.index.capacity() * 2).max(1024))
+        else {
+            return false;
+        };
+        for &slot in self.index.as_slice().iter().filter(|s| s.hash != 0) {
+            insert_index(bigger.as_mut_slice(), slot);
+        }
+        self.index = bigger;
+        true
+    }
+
+    fn grow_records(&mut self) -> bool {
+        let Some(mut bigger) = MmapBuf::zeroed((self.records.capacity() * 2).max(256)) else {
+            return false;
+        };
+        bigger.as_mut_slice()[..self.len].copy_from_slice(&self.records.as_slice()[..self.len]);
+        self.records = bigger;
+        true
+    }
+}
+
+fn insert_index(slots: &mut [IndexSlot], slot: IndexSlot) {
+    let mask = slots.len() - 1;
+    let mut at = slot.hash as usize & mask;
+    while slots[at].hash != 0 {
+        at = (at + 1) & mask;
+    }
+    slots[at] = slot;
+}
+
+/// The return addresses of `site`, innermost first.
+pub(crate) fn site_frames(site: u32) -> Vec<usize> {
+    let frames = {
+        let interner = INTERNER.lock();
+        interner
+            .records
+            .as_slice()
+            .get(site as usize)
+            .filter(|_| (site as usize) < interner.len)
+            .map(|r| (r.len, r.frames))
+    };
+    frames.map_or_else(Vec::new, |(len, frames)| frames[..len].to_vec())
+}
+
+// ---------------------------------------------------------------------------------------
+// Live-block table
+
+#[derive(Clone, Copy)]
+struct LiveBlock {
+    address: usize,
+    size: usize,
+    site: u32,
+    iteration: u32,
+}
+
+// SAFETY: integers only; address 0 marks an empty slot.
+unsafe impl Zeroable for LiveBlock {}
+
+const LIVE_SHARDS: usize = 64;
+const SHARD_BITS: u32 = LIVE_SHARDS.trailing_zeros();
+
+struct LiveShard {
+    slots: MmapBuf<LiveBlock>,
+    len: usize,
+}
+
+static LIVE: [SpinLock<LiveShard>; LIVE_SHARDS] = [const {
+    SpinLock::new(LiveShard {
+        slots: MmapBuf::empty(),
+        len: 0,
+    })
+}; LIVE_SHARDS];
+
+fn address_hash(address: usize) -> u64 {
+    ((address >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn shard_of(address: usize) -> &'static SpinLock<LiveShard> {
+    &LIVE[(address_hash(address) >> (64 - SHARD_BITS)) as usize]
+}
+
+/// Slot of `address` in a table of `capacity` (a power of two): the hash bits right
+/// below those that chose the shard.
+fn home_slot(address: usize, capacity: usize) -> usize {
+    ((address_hash(address) << SHARD_BITS) >> 32) as usize & (capacity - 1)
+}
+
+impl LiveShard {
+    fn insert(&mut self, block: LiveBlock) {
+        if (self.len + 1) * 4 > self.slots.capacity() * 3 && !self.grow() {
+            return; // Out of memory for bookkeeping: the block goes untracked.
+        }
+        let capacity = self.slots.capacity();
+        let slots = self.slots.as_mut_slice();
+        let mut at = home_slot(block.address, capacity);
+        loop {
+            if slots[at].address == 0 {
+                self.len += 1;
+                break;
+            }
+            if slots[at].address == block.address {
+                break;
+            }
+            at = (at + 1) & (capacity - 1);
+        }
+        slots[at] = block;
+    }
+
+    /// Removes `address` with backward-shift deletion, so no tombstones accumulate.
+    fn remove(&mut self, address: usize) -> Option<LiveBlock> {
+        let capacity = self.slots.capacity();
+        if self.len == 0 {
+            return None;
+        }
+        let mask = capacity - 1;
+        let slots = self.slots.as_mut_slice();
+        let mut at = home_slot(address, capacity);
+        loop {
+            match slots[at].address {
+                0 => return None,
+                a if a == address => break,
+                _ => at = (at + 1) & mask,
+            }
+        }
+        let removed = slots[at];
+        let mut hole = at;
+        let mut next = (hole + 1) & mask;
+        while slots[next].address != 0 {
+            let home = home_slot(slots[next].address, capacity);
+            // Move the entry back if the hole lies between its home slot and where it sits.
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                slots[hole] = slots[next];
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        slots[hole] = LiveBlock {
+            address: 0,
+            size: 0,
+            site: 0,
+            iteration: 0,
+        };
+        self.len -= 1;
+        Some(removed)
+    }
+
+    fn grow(&mut self) -> bool {
+        let Some(bigger) = MmapBuf::zeroed((self.slots.capacity() * 2).max(512)) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut self.slots, bigger);
+        self.len = 0;
+        for &block in old.as_slice().iter().filter(|b| b.address != 0) {
+            self.insert(block);
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.slots = MmapBuf::empty();
+        self.len = 0;
+    }
+}
+
+/// Live tagged blocks that came from one site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SiteSurvivors {
+    pub site: u32,
+    pub bytes: u64,
+    pub blocks: u64,
+    pub iterations: u32,
+    pub first_iteration: u32,
+    pub last_iteration: u32,
+}
+
+/// All tagged blocks still live, grouped by site (largest first), and the number of
+/// distinct iterations they came from.
+pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
+    let _guard = ReentrancyGuard::enter();
+    // Copy out under each shard's lock into a buffer sized beforehand: allocating while
+    // holding a shard lock could deadlock when that allocation lands in the same shard.
+    let estimate: usize = LIVE.iter().map(|s| s.lock().len).sum();
+    let mut blocks: Vec<(u32, u32, usize)> = Vec::with_capacity(estimate + 1024);
+    for shard in &LIVE {
+        let shard = shard.lock();
+        let room = blocks.capacity() - blocks.len();
+        let live = shard.slots.as_slice().iter().filter(|b| b.address != 0);
+        blocks.extend(live.take(room).map(|b| (b.site, b.iteration, b.size)));
+    }
+    blocks.sort_unstable();
+    let mut iterations: Vec<u32> = blocks.iter().map(|b| b.1).collect();
+    iterations.sort_unstable();
+    iterations.dedup();
+    let mut sites: Vec<SiteSurvivors> = Vec::new();
+    for group in blocks.chunk_by(|a, b| a.0 == b.0) {
+        let mut distinct = group.iter().map(|b| b.1).collect::<Vec<_>>();
+        distinct.dedup(); // Sorted by (site, iteration) already.
+        sites.push(SiteSurvivors {
+            site: group[0].0,
+            bytes: group.iter().map(|b| b.2 as u64).sum(),
+            blocks: group.len() as u64,
+            iterations: distinct.len() as u32,
+            first_iteration: distinct[0],
+            last_iteration: distinct[distinct.len() - 1],
+        });
+    }
+    sites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.site.cmp(&b.site)));
+    (sites, iterations.len() as u32)
+}
+
+/// Tagged blocks still live, across all shards.
+pub(crate) fn live_tagged_blocks() -> usize {
+    LIVE.iter().map(|s| s.lock().len).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(address: usize) -> LiveBlock {
+        LiveBlock {
+            address,
+            size: address,
+            site: 1,
+            iteration: 2,
+        }
+    }
+
+    #[test]
+    fn live_shard_inserts_removes_and_grows_without_losing_entries() {
+        let mut shard = LiveShard {
+            slots: MmapBuf::empty(),
+            len: 0,
+        };
+        let addresses: Vec<usize> = (1..5000).map(|i| i * 48).collect();
+        for &a in &addresses {
+            shard.insert(block(a));
+        }
+        assert_eq!(shard.len, addresses.len());
+        for &a in addresses.iter().step_by(2) {
+            assert_eq!(shard.remove(a).map(|b| b.size), Some(a));
+        }
+        for (i, &a) in addresses.iter().enumerate() {
+            assert_eq!(shard.remove(a).is_some(), i % 2 == 1, "address {a}");
+        }
+        assert_eq!(shard.len, 0);
+        assert!(shard.remove(48).is_none());
+    }
+
+    #[test]
+    fn interner_gives_one_id_per_distinct_stack() {
+        let mut interner = Interner {
+            index: MmapBuf::empty(),
+            records: MmapBuf::empty(),
+            len: 0,
+        };
+        let stacks: Vec<Vec<usize>> = (0..3000).map(|i| vec![i, i + 1, 7]).collect();
+        let ids: Vec<u32> = stacks
+            .iter()
+            .map(|s| interner.intern(hash_frames(s), s))
+            .collect();
+        let again: Vec<u32> = stacks
+            .iter()
+            .map(|s| interner.intern(hash_frames(s), s))
+            .collect();
+        assert_eq!(ids, again);
+        assert_eq!(interner.len, 3000);
+        assert_eq!(&interner.records.as_slice()[5].frames[..3], &[5, 6, 7]);
+    }
+}

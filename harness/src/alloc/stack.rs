@@ -1,0 +1,178 @@
+//! Capturing the return addresses of the current call stack from inside the allocator.
+//!
+//! Two ways, chosen once per process by [`detect`]:
+//! - **frame pointers**: follow the chain of saved frame pointers, tens of nanoseconds.
+//!   Correct only when the code was built with `-C force-frame-pointers=yes` (the Rust
+//!   standard library ships with frame pointers; a crate built without them breaks the
+//!   chain at its first frame).
+//! - **DWARF**: `backtrace::trace_unsynchronized`, correct everywhere, microseconds.
+//!
+//! [`detect`] walks the same stack both ways and keeps frame pointers only if they agree.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Frames kept per allocation site.
+pub(crate) const DEPTH: usize = 32;
+
+const UNDECIDED: u8 = 0;
+const FRAME_POINTERS: u8 = 1;
+const DWARF: u8 = 2;
+static METHOD: AtomicU8 = AtomicU8::new(UNDECIDED);
+
+/// How allocation sites are captured in this process.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    FramePointers,
+    Dwarf,
+}
+
+/// Decides, once, how this process captures stacks; later calls return the decision.
+pub(crate) fn detect() -> Method {
+    if METHOD.load(Relaxed) == UNDECIDED {
+        let method = if frame_pointers_agree_with_dwarf() {
+            FRAME_POINTERS
+        } else {
+            DWARF
+        };
+        METHOD.store(method, Relaxed);
+    }
+    match METHOD.load(Relaxed) {
+        FRAME_POINTERS => Method::FramePointers,
+        _ => Method::Dwarf,
+    }
+}
+
+#[inline(never)]
+fn frame_pointers_agree_with_dwarf() -> bool {
+    let mut by_fp = [0usize; 6];
+    let fp_len = walk_frame_pointers(&mut by_fp);
+    let mut by_dwarf = [0usize; DEPTH];
+    let dwarf_len = unwind_dwarf(&mut by_dwarf);
+    let (by_fp, by_dwarf) = (&by_fp[..fp_len], &by_dwarf[..dwarf_len]);
+    if by_fp.len() < 4 {
+        return false;
+    }
+    // DWARF starts inside the unwinder; line the two up at the first frame-pointer frame.
+    by_dwarf
+        .iter()
+        .position(|&ip| ip == by_fp[0])
+        .is_some_and(|at| by_dwarf[at..].starts_with(&by_fp[..4]))
+}
+
+/// Fills `frames` with return addresses, innermost first, and returns how many.
+#[inline(always)]
+pub(crate) fn capture(frames: &mut [usize; DEPTH]) -> usize {
+    if METHOD.load(Relaxed) == FRAME_POINTERS {
+        walk_frame_pointers(frames)
+    } else {
+        unwind_dwarf(frames)
+    }
+}
+
+fn unwind_dwarf(frames: &mut [usize]) -> usize {
+    let mut len = 0;
+    // SAFETY: `trace_unsynchronized` requires that no other thread unwinds through the
+    // backtrace crate at the same time without synchronisation; libgcc's unwinder that it
+    // calls is itself thread-safe, and the closure only writes into our own buffer.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            frames[len] = frame.ip() as usize;
+            len += 1;
+            len < frames.len()
+        });
+    }
+    len
+}
+
+thread_local! {
+    static STACK_BOUNDS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The current thread's stack as `[low, high)`, cached per thread.
+fn stack_bounds() -> (usize, usize) {
+    let cached = STACK_BOUNDS.with(Cell::get);
+    if cached.1 != 0 {
+        return cached;
+    }
+    let bounds = query_stack_bounds().unwrap_or((0, 0));
+    STACK_BOUNDS.with(|c| c.set(bounds));
+    bounds
+}
+
+#[cfg(target_os = "linux")]
+fn query_stack_bounds() -> Option<(usize, usize)> {
+    // SAFETY: `attr` is initialised by pthread_getattr_np before use and destroyed once;
+    // glibc may call malloc here, which is C's allocator, not this one.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut base: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let ok = libc::pthread_attr_getstack(&attr, &mut base, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        ok.then(|| (base as usize, base as usize + size))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn query_stack_bounds() -> Option<(usize, usize)> {
+    None
+}
+
+#[inline(always)]
+fn frame_pointer() -> usize {
+    let fp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads a register, touches no memory.
+    unsafe {
+        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads a register, touches no memory.
+    unsafe {
+        std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        fp = 0;
+    }
+    fp
+}
+
+/// Follows saved frame pointers. Every frame pointer is checked to lie inside this
+/// thread's stack and above the previous one before it is read, so a broken chain (code
+/// without frame pointers) ends the walk instead of reading wild memory.
+#[inline(always)]
+fn walk_frame_pointers(frames: &mut [usize]) -> usize {
+    let (low, high) = stack_bounds();
+    let mut fp = frame_pointer();
+    let mut len = 0;
+    while len < frames.len() && fp >= low && fp % align_of::<usize>() == 0 {
+        if fp
+            .checked_add(2 * size_of::<usize>())
+            .is_none_or(|end| end > high)
+        {
+            break;
+        }
+        // SAFETY: `fp..fp + 16` lies inside this thread's mapped stack (checked above),
+        // and the frame record there is two machine words: saved fp, return address.
+        let (next, ret) = unsafe {
+            let record = fp as *const usize;
+            (record.read(), record.add(1).read())
+        };
+        if ret == 0 {
+            break;
+        }
+        frames[len] = ret;
+        len += 1;
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    len
+}

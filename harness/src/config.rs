@@ -1,0 +1,198 @@
+//! Settings from the environment, for CI. Builder methods on `Scenario` cover the rest.
+//!
+//! | variable | values | default |
+//! |---|---|---|
+//! | `LEAKGATE_REPORT_DIR` | a directory for `report.json` | `target/leakgate/<run-id>/` |
+//! | `LEAKGATE_TIMEOUT` | a duration: `300`, `90s`, `1500ms`, `5m` | `300s` per scenario |
+//! | `LEAKGATE_SETTLE_TIMEOUT` | a duration | `1s` of retries for deferred frees |
+//! | `LEAKGATE_KEEP_DIRS` | `never`, `on-failure`, `always` | `never` |
+//! | `LEAKGATE_SITES` | `exact` (every block), `off` | `exact` |
+//! | `LEAKGATE_ITERATIONS_SCALE` | a positive number multiplying measured iterations | `1` |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When to keep a scenario's scratch directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeepDirs {
+    Never,
+    OnFailure,
+    Always,
+}
+
+/// The run's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Config {
+    pub report_dir: Option<PathBuf>,
+    pub timeout: Duration,
+    pub settle_timeout: Duration,
+    pub keep_dirs: KeepDirs,
+    pub sites: bool,
+    pub iterations_scale: f64,
+}
+
+/// A variable with a value leakgate does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {variable}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    variable: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+const DURATION: &str = "a duration such as 300, 90s, 1500ms or 5m";
+
+impl Config {
+    /// Reads the `LEAKGATE_*` variables of this process.
+    pub(crate) fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let parse =
+            |variable: &'static str, expected: &'static str, accept: &dyn Fn(&str) -> bool| {
+                let value = lookup(variable)?;
+                Some(if accept(value.trim()) {
+                    Ok(value.trim().to_owned())
+                } else {
+                    Err(ConfigError {
+                        variable,
+                        value,
+                        expected,
+                    })
+                })
+            };
+        let duration = |variable, default| -> Result<Duration, ConfigError> {
+            match parse(variable, DURATION, &|v| parse_duration(v).is_some()) {
+                Some(v) => Ok(parse_duration(&v?).unwrap_or(default)),
+                None => Ok(default),
+            }
+        };
+        let keep_dirs = match parse(
+            "LEAKGATE_KEEP_DIRS",
+            "one of never, on-failure, always",
+            &|v| matches!(v, "never" | "on-failure" | "always"),
+        ) {
+            None => KeepDirs::Never,
+            Some(v) => match v?.as_str() {
+                "on-failure" => KeepDirs::OnFailure,
+                "always" => KeepDirs::Always,
+                _ => KeepDirs::Never,
+            },
+        };
+        let sites = match parse("LEAKGATE_SITES", "one of exact, off", &|v| {
+            matches!(v, "exact" | "off")
+        }) {
+            None => true,
+            Some(v) => v? == "exact",
+        };
+        let positive = |v: &str| v.parse::<f64>().is_ok_and(|x| x.is_finite() && x > 0.0);
+        let iterations_scale = match parse(
+            "LEAKGATE_ITERATIONS_SCALE",
+            "a positive number such as 10 or 0.5",
+            &positive,
+        ) {
+            None => 1.0,
+            Some(v) => v?.parse().unwrap_or(1.0),
+        };
+        let report_dir = match parse("LEAKGATE_REPORT_DIR", "a directory path", &|v| {
+            !v.is_empty()
+        }) {
+            None => None,
+            Some(v) => Some(PathBuf::from(v?)),
+        };
+        Ok(Self {
+            report_dir,
+            timeout: duration("LEAKGATE_TIMEOUT", Duration::from_secs(300))?,
+            settle_timeout: duration("LEAKGATE_SETTLE_TIMEOUT", Duration::from_secs(1))?,
+            keep_dirs,
+            sites,
+            iterations_scale,
+        })
+    }
+
+    /// Measured iterations after scaling (at least 1 when any were asked for).
+    pub(crate) fn scaled(&self, iterations: usize) -> usize {
+        if iterations == 0 {
+            return 0;
+        }
+        ((iterations as f64 * self.iterations_scale).round() as usize).max(1)
+    }
+}
+
+/// `300` (seconds), `90s`, `1500ms`, `5m`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.timeout, c.keep_dirs, c.sites, c.iterations_scale),
+            (Duration::from_secs(300), KeepDirs::Never, true, 1.0)
+        );
+    }
+
+    #[test]
+    fn parses_every_variable() {
+        let c = config(&[
+            ("LEAKGATE_TIMEOUT", "90s"),
+            ("LEAKGATE_SETTLE_TIMEOUT", "250ms"),
+            ("LEAKGATE_KEEP_DIRS", "on-failure"),
+            ("LEAKGATE_SITES", "off"),
+            ("LEAKGATE_ITERATIONS_SCALE", "2.5"),
+            ("LEAKGATE_REPORT_DIR", "/tmp/r"),
+        ])
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(90));
+        assert_eq!(c.settle_timeout, Duration::from_millis(250));
+        assert_eq!(c.keep_dirs, KeepDirs::OnFailure);
+        assert!(!c.sites);
+        assert_eq!(c.scaled(200), 500);
+        assert_eq!(c.report_dir, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(
+            config(&[("LEAKGATE_TIMEOUT", "5m")]).unwrap().timeout,
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_what_is_accepted() {
+        let err = config(&[("LEAKGATE_TIMEOUT", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            r#"invalid LEAKGATE_TIMEOUT="soon": expected a duration such as 300, 90s, 1500ms or 5m"#
+        );
+        let err = config(&[("LEAKGATE_KEEP_DIRS", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never, on-failure, always"), "{err}");
+        assert!(config(&[("LEAKGATE_ITERATIONS_SCALE", "-1")]).is_err());
+        assert!(config(&[("LEAKGATE_SITES", "sampled")]).is_err());
+    }
+}

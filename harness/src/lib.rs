@@ -1,0 +1,149 @@
+//! leakgate catches resource leaks in storage engines before they ship: memory a
+//! checkpoint loop keeps referenced, a restore that never gives memory back. Sanitizers
+//! miss these because the memory is still reachable (a cache, a registry, a backlog);
+//! leakgate instead measures the heap around repeated iterations of a maintenance path
+//! and fails when it does not come back, naming the allocation sites that kept it.
+//!
+//! # Setup
+//!
+//! ```toml
+//! [dev-dependencies]
+//! leakgate = { path = "…/harness" }
+//!
+//! [[test]]
+//! name = "leaks"
+//! harness = false
+//! ```
+//!
+//! ```no_run
+//! // tests/leaks.rs
+//! leakgate::global_allocator!();
+//!
+//! fn main() -> std::process::ExitCode {
+//!     leakgate::Gate::new()
+//!         .scenario(
+//!             leakgate::Scenario::new("demo/leaky")
+//!                 .warmup(5)
+//!                 .iterations(200)
+//!                 .setup(|ctx: &leakgate::Ctx| (ctx.dir().to_path_buf(), Vec::<u64>::new()))
+//!                 .iterate(|state: &mut (std::path::PathBuf, Vec<u64>), i: usize| {
+//!                     state.1.push(i as u64)
+//!                 }),
+//!         )
+//!         .run()
+//! }
+//! ```
+//!
+//! # Running
+//!
+//! `cargo test` runs every scenario in its own child process (the test binary, re-run
+//! with `--exact NAME`), in parallel up to `--test-threads`; `cargo nextest run` already
+//! runs one process per test, so there each scenario runs in-process. libtest's
+//! arguments work: name filters, `--exact`, `--skip`, `--list`.
+//!
+//! Each scenario: setup → warm-up iterations → settle → baseline → measured iterations
+//! (a sample after each, allocation sites recorded) → settle, with bounded retries for
+//! deferred frees → end sample → teardown → after-teardown sample.
+//!
+//! # Reading the output
+//!
+//! A failed scenario prints how much the heap grew, per iteration and in how many
+//! iterations, then the top allocation sites with their frames, starting at the first
+//! frame of your code. Every run writes `report.json` under `target/leakgate/<run-id>/`
+//! (`target/leakgate/latest` points at the newest) or under `LEAKGATE_REPORT_DIR`; the
+//! schema is in the `leakgate-reports` crate. A scenario that panics, aborts, overflows
+//! its stack, dies of a signal or exceeds `LEAKGATE_TIMEOUT` is reported as crashed, by
+//! name, cause and phase, and the others still run.
+//!
+//! # What counts as a leak
+//!
+//! See [the verdict module's rules](#what-counts-as-a-leak-1) below: the heap must stay
+//! above baseline after settling *and* have kept growing over the measured iterations.
+//! Bounded caches, lazy statics, buffers that grow then stay, and memory freed a little
+//! later by background threads pass.
+//!
+//! ## What counts as a leak
+//!
+//! After settling, live heap bytes exceed the baseline by more than the tolerance
+//! (`.heap_tolerance`, default 0) and the per-iteration series rises: a positive
+//! Theil–Sen slope and new highs in at least two iterations. A scenario declared with
+//! `.expect_leak(Resource::Heap)` passes only when that leak is found.
+//!
+//! # Configuration
+//!
+//! Environment variables (for CI): `LEAKGATE_REPORT_DIR`, `LEAKGATE_TIMEOUT` (default
+//! `300s`), `LEAKGATE_SETTLE_TIMEOUT` (`1s`), `LEAKGATE_KEEP_DIRS`
+//! (`never`|`on-failure`|`always`), `LEAKGATE_SITES` (`exact`|`off`),
+//! `LEAKGATE_ITERATIONS_SCALE`. A malformed value stops the run with an error naming the
+//! variable and the accepted values.
+//!
+//! # Known limitations
+//!
+//! - Allocation sites are captured by walking frame pointers when the binary has them
+//!   (build with `RUSTFLAGS="-C force-frame-pointers=yes"`), which is fast; otherwise by
+//!   DWARF unwinding, which is correct but costs microseconds per allocation.
+//! - The heap peak is exact per thread and, across `t` threads, may read low by up to
+//!   `t × 16 KiB`.
+//! - Only the Rust heap and its peak are judged in this version; file descriptors,
+//!   threads, files, disk and the C heap are accepted by `expect_leak` and noted.
+#![deny(missing_docs)]
+
+mod alloc;
+mod config;
+mod console;
+mod gate;
+mod isolate;
+mod measure;
+mod probe;
+mod scenario;
+mod session;
+mod symbolize;
+mod verdict;
+
+pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats, reset_peak};
+pub use config::ConfigError;
+pub use gate::Gate;
+pub use leakgate_reports::Resource;
+pub use scenario::{Ctx, IterationResult, Scenario};
+
+#[doc(hidden)]
+pub mod __private {
+    //! For leakgate's own benchmark: turning site recording on and off by hand.
+    pub use crate::alloc::sites::{clear as clear_sites, start as start_sites, stop as stop_sites};
+}
+
+/// Installs [`TrackingAlloc`] over [`DefaultAlloc`] as the global allocator of the
+/// crate it is invoked in (a test target with `harness = false`).
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[global_allocator]
+        static LEAKGATE_GLOBAL_ALLOCATOR: $crate::TrackingAlloc<$crate::DefaultAlloc> =
+            $crate::TrackingAlloc::new(
+                // Both default allocators are unit structs.
+                $crate::__default_alloc!(),
+            );
+    };
+}
+
+#[cfg(feature = "jemalloc")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __default_alloc {
+    () => {
+        $crate::__jemalloc::Jemalloc
+    };
+}
+
+#[cfg(not(feature = "jemalloc"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __default_alloc {
+    () => {
+        ::std::alloc::System
+    };
+}
+
+#[cfg(feature = "jemalloc")]
+#[doc(hidden)]
+pub use tikv_jemallocator as __jemalloc;

@@ -1,0 +1,84 @@
+//! [`Measurement`]: what a scenario's run recorded, and the events that carry it from the
+//! child process to the parent (JSON lines in a side-channel file, never stdout).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use leakgate_reports::{IterationError, Sample, Series, Site};
+use serde::{Deserialize, Serialize};
+
+/// Version of the child-to-parent event protocol.
+pub(crate) const PROTOCOL: u32 = 1;
+
+/// Everything one run of a scenario recorded; the verdict is a function of this alone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Measurement {
+    pub measured_iterations: u32,
+    pub series: Series,
+    /// Blocks from measured iterations still live at the end sample.
+    pub survivors: Survivors,
+    /// Blocks from measured iterations still live after teardown.
+    pub survivors_after_teardown: Option<Survivors>,
+    pub iteration_error: Option<IterationError>,
+    pub notes: Vec<String>,
+}
+
+/// Surviving blocks, grouped by allocation site.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Survivors {
+    /// Whether sites were recorded at all (`LEAKGATE_SITES=off` turns them off).
+    pub recorded: bool,
+    pub bytes: u64,
+    pub blocks: u64,
+    /// Distinct measured iterations the survivors came from.
+    pub iterations: u32,
+    /// The most telling sites, ranked by [`crate::verdict::rank_sites`], symbolized.
+    pub sites: Vec<Site>,
+}
+
+/// Where a scenario is in its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Phase {
+    Start,
+    Setup,
+    Warmup,
+    Baseline,
+    Measure,
+    Settle,
+    Teardown,
+    Done,
+}
+
+/// A phase, with the iteration for warm-up and measured iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Position {
+    pub phase: Phase,
+    pub iteration: Option<u32>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.phase, self.iteration) {
+            (Phase::Measure, Some(i)) => write!(f, "iteration {i}"),
+            (Phase::Warmup, Some(i)) => write!(f, "warm-up iteration {i}"),
+            (phase, _) => {
+                let name = serde_json::to_value(phase).ok();
+                f.write_str(name.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown"))
+            }
+        }
+    }
+}
+
+/// One line of the side channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub(crate) enum Event {
+    Hello { protocol: u32 },
+    At(Position),
+    Sample { sample: Sample },
+    ScratchDir { path: PathBuf },
+    Panic { message: String },
+    HarnessError { message: String },
+    Finished { measurement: Box<Measurement> },
+}

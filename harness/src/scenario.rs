@@ -1,0 +1,214 @@
+//! [`Scenario`]: what to run (setup, iterate, settle, teardown) and how to judge it.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leakgate_reports::Resource;
+
+/// What a scenario's closures see of the run.
+#[derive(Debug)]
+pub struct Ctx {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Ctx {
+    pub(crate) fn new(dir: PathBuf, name: String) -> Self {
+        Self { dir, name }
+    }
+
+    /// A fresh, empty scratch directory for this scenario, removed after it ends (kept
+    /// on failure with `LEAKGATE_KEEP_DIRS=on-failure`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The scenario's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What an iteration closure may return: `()`, or `Result<(), E>` with a displayable
+/// error, which fails the scenario with the iteration number and the error.
+pub trait IterationResult {
+    /// `Err` with the error's text if the iteration failed.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl IterationResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> IterationResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// How a scenario is judged; independent of its state type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Policy {
+    /// Resources the scenario is declared to leak.
+    pub expect: Vec<Resource>,
+    /// Retained heap bytes after settling that are never a leak.
+    pub heap_tolerance: u64,
+    /// Allowed heap peak above baseline.
+    pub peak_budget: Option<u64>,
+    /// Text the top site's first frame of an expected leak must contain.
+    pub expect_site: Option<String>,
+}
+
+/// Everything about a scenario except its closures.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub name: String,
+    pub warmup: usize,
+    pub iterations: usize,
+    pub timeout: Option<Duration>,
+    pub policy: Policy,
+}
+
+type SetupFn<S> = Box<dyn FnMut(&Ctx) -> S + Send>;
+type IterateFn<S> = Box<dyn FnMut(&mut S, usize) -> Result<(), String> + Send>;
+type SettleFn<S> = Box<dyn FnMut(&mut S) + Send>;
+type TeardownFn<S> = Box<dyn FnMut(S) + Send>;
+
+/// A leak scenario: set up state once, run warm-up iterations, take a baseline, run the
+/// measured iterations, settle, tear down; fail if a resource does not return to baseline.
+///
+/// ```
+/// use leakgate::Scenario;
+/// let scenario = Scenario::new("cache/bounded")
+///     .warmup(10)
+///     .iterations(200)
+///     .setup(|_ctx| std::collections::VecDeque::<String>::new())
+///     .iterate(|cache, i| {
+///         cache.push_back(format!("entry {i}"));
+///         if cache.len() > 8 {
+///             cache.pop_front();
+///         }
+///     });
+/// # let _ = scenario;
+/// ```
+#[must_use = "a scenario does nothing until it is added to a Gate"]
+pub struct Scenario<S = ()> {
+    pub(crate) spec: Spec,
+    pub(crate) setup: SetupFn<S>,
+    pub(crate) iterate: Option<IterateFn<S>>,
+    pub(crate) settle: Option<SettleFn<S>>,
+    pub(crate) teardown: Option<TeardownFn<S>>,
+}
+
+impl Scenario<()> {
+    /// A scenario named `name` (unique within the test binary; `/` groups names) with
+    /// 5 warm-up and 100 measured iterations and no state.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            spec: Spec {
+                name: name.into(),
+                warmup: 5,
+                iterations: 100,
+                timeout: None,
+                policy: Policy {
+                    expect: Vec::new(),
+                    heap_tolerance: 0,
+                    peak_budget: None,
+                    expect_site: None,
+                },
+            },
+            setup: Box::new(|_| ()),
+            iterate: None,
+            settle: None,
+            teardown: None,
+        }
+    }
+}
+
+impl<S: 'static> Scenario<S> {
+    /// Iterations run before the baseline, to fill caches, pools and lazy statics.
+    pub fn warmup(mut self, iterations: usize) -> Self {
+        self.spec.warmup = iterations;
+        self
+    }
+
+    /// Measured iterations (scaled by `LEAKGATE_ITERATIONS_SCALE`).
+    pub fn iterations(mut self, iterations: usize) -> Self {
+        self.spec.iterations = iterations;
+        self
+    }
+
+    /// How long the scenario may run before it is killed and reported as timed out
+    /// (default: `LEAKGATE_TIMEOUT`, itself 300 s by default).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.spec.timeout = Some(timeout);
+        self
+    }
+
+    /// Creates the state the iterations work on; runs once, before warm-up. Replaces the
+    /// scenario's state type, so call it before `iterate`, `settle` and `teardown`.
+    pub fn setup<T: 'static>(self, setup: impl FnMut(&Ctx) -> T + Send + 'static) -> Scenario<T> {
+        Scenario {
+            spec: self.spec,
+            setup: Box::new(setup),
+            iterate: None,
+            settle: None,
+            teardown: None,
+        }
+    }
+
+    /// One iteration of the workload; gets the state and the 0-based iteration number
+    /// (warm-up and measured iterations are numbered separately).
+    pub fn iterate<R: IterationResult>(
+        mut self,
+        mut iterate: impl FnMut(&mut S, usize) -> R + Send + 'static,
+    ) -> Self {
+        self.iterate = Some(Box::new(move |state, i| iterate(state, i).into_result()));
+        self
+    }
+
+    /// Lets background work finish before the baseline and before the end sample (flush
+    /// queues, join compactions). Deferred frees get bounded retries after it anyway.
+    pub fn settle(mut self, settle: impl FnMut(&mut S) + Send + 'static) -> Self {
+        self.settle = Some(Box::new(settle));
+        self
+    }
+
+    /// Consumes the state at the end (default: drops it).
+    pub fn teardown(mut self, teardown: impl FnMut(S) + Send + 'static) -> Self {
+        self.teardown = Some(Box::new(teardown));
+        self
+    }
+
+    /// Fails the scenario when the heap's high-water mark above baseline exceeds `bytes`.
+    pub fn peak_budget(mut self, bytes: u64) -> Self {
+        self.spec.policy.peak_budget = Some(bytes);
+        self
+    }
+
+    /// Retained heap bytes after settling that never count as a leak (default 0).
+    pub fn heap_tolerance(mut self, bytes: u64) -> Self {
+        self.spec.policy.heap_tolerance = bytes;
+        self
+    }
+
+    /// Declares that this scenario leaks `resource`: it passes only if that leak is
+    /// found (the report still shows it). For seeded leaks and known engine bugs.
+    pub fn expect_leak(mut self, resource: Resource) -> Self {
+        if !self.spec.policy.expect.contains(&resource) {
+            self.spec.policy.expect.push(resource);
+        }
+        self
+    }
+
+    /// With `expect_leak`: the leak must also be attributed to `function`, i.e. the first
+    /// frame of its top allocation site must contain this text (a path such as
+    /// `my_engine::checkpoint::pin_segment`, or a part of it).
+    pub fn expect_site(mut self, function: impl Into<String>) -> Self {
+        self.spec.policy.expect_site = Some(function.into());
+        self
+    }
+}

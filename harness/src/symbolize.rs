@@ -1,0 +1,148 @@
+//! Turning a site's return addresses into frames people can read, starting at the first
+//! frame of user code.
+
+use leakgate_reports::Frame;
+
+/// Frames shown per site at most.
+const MAX_FRAMES: usize = 12;
+
+/// Path prefixes of code that is never where a leak should be fixed: the standard
+/// library, the allocator, the unwinder and leakgate itself.
+const INTERNAL_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "hashbrown::",
+    "backtrace::",
+    "leakgate::",
+    "tikv_jemallocator::",
+    "__rustc::",
+    "__rust_",
+    "__rdl_",
+    "__rg_",
+    "_rjem_",
+];
+
+/// Symbolizes `ips` (return addresses, innermost first), expanding inlined calls, and
+/// trims allocator and library frames before the first user frame and the harness frames
+/// after the user's code.
+pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    for &ip in ips {
+        let before = frames.len();
+        // A return address points after the call; `ip - 1` lies inside it.
+        backtrace::resolve(ip.saturating_sub(1) as *mut std::ffi::c_void, |symbol| {
+            let function = symbol
+                .name()
+                .map_or_else(|| "<unknown>".to_owned(), |name| format!("{name:#}"));
+            let file = symbol.filename().map(|f| f.display().to_string());
+            frames.push(Frame::new(function, file, symbol.lineno()));
+        });
+        if frames.len() == before {
+            frames.push(Frame::new(format!("{ip:#x}"), None, None));
+        }
+    }
+    trim(frames)
+}
+
+fn trim(frames: Vec<Frame>) -> Vec<Frame> {
+    let Some(first_user) = frames.iter().position(|f| !is_internal(&f.function)) else {
+        return frames.into_iter().take(MAX_FRAMES).collect();
+    };
+    let mut kept: Vec<Frame> = frames
+        .into_iter()
+        .skip(first_user)
+        .take_while(|f| !is_harness(&f.function))
+        .take(MAX_FRAMES)
+        .collect();
+    // Thread start-up and closure-call glue below the last user frame says nothing.
+    while kept.last().is_some_and(|f| is_internal(&f.function)) {
+        kept.pop();
+    }
+    kept
+}
+
+/// The path of the type or function a symbol belongs to: `<Vec<T> as Clone>::clone`
+/// belongs to `Vec<T>`, `<&T as Debug>::fmt` to `T`.
+fn owner(function: &str) -> &str {
+    let Some(qualified) = function.strip_prefix('<') else {
+        return function;
+    };
+    let receiver = qualified.split(" as ").next().unwrap_or(qualified);
+    receiver
+        .trim_start_matches(['&', '*'])
+        .trim_start_matches("mut ")
+}
+
+fn is_internal(function: &str) -> bool {
+    let owner = owner(function);
+    // Without a path, the owner is a primitive (`<u8 as SpecFromElem>::from_elem`), a
+    // generic parameter (`<T as ToOwned>::to_owned`), a C symbol or an unresolved address:
+    // library glue either way.
+    !owner.contains("::") || INTERNAL_PREFIXES.iter().any(|p| owner.starts_with(p))
+}
+
+fn is_harness(function: &str) -> bool {
+    owner(function).starts_with("leakgate::")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        names.iter().map(|n| Frame::new(*n, None, None)).collect()
+    }
+
+    #[test]
+    fn trims_allocator_and_library_frames_down_to_user_code() {
+        let trimmed = trim(frames(&[
+            "leakgate::alloc::sites::on_alloc",
+            "<leakgate::alloc::TrackingAlloc<A> as core::alloc::global::GlobalAlloc>::alloc",
+            "__rustc::__rust_alloc",
+            "alloc::raw_vec::RawVecInner<A>::finish_grow",
+            "<T as alloc::borrow::ToOwned>::to_owned",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "my_engine::checkpoint::pin_segment",
+            "<my_engine::Db as my_engine::Engine>::checkpoint",
+            "core::ops::function::FnMut::call_mut",
+            "my_engine::run",
+            "std::thread::lifecycle::spawn_unchecked::{{closure}}",
+            "leakgate::session::run",
+            "main",
+        ]));
+        let names: Vec<_> = trimmed.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "my_engine::checkpoint::pin_segment",
+                "<my_engine::Db as my_engine::Engine>::checkpoint",
+                "core::ops::function::FnMut::call_mut",
+                "my_engine::run",
+            ]
+        );
+    }
+
+    #[test]
+    fn keeps_everything_when_no_user_frame_exists() {
+        assert_eq!(
+            trim(frames(&["std::rt::lang_start", "alloc::alloc::alloc"])).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn resolves_a_real_address_to_this_function() {
+        #[inline(never)]
+        fn here() -> usize {
+            let mut ip = 0;
+            backtrace::trace(|frame| {
+                ip = frame.ip() as usize;
+                false
+            });
+            ip
+        }
+        let frames = symbolize(&[here() + 1]);
+        assert!(!frames.is_empty());
+    }
+}

@@ -1,0 +1,476 @@
+//! The verdict: a pure function of a [`Measurement`] and a scenario's [`Policy`].
+//!
+//! A resource leaks when, after settling, it is above its baseline by more than its
+//! tolerance *and* it was still growing: the per-iteration series has a positive robust
+//! (Theil–Sen) slope and set new highs in at least two iterations. That lets through a
+//! lazy static made mid-run (one step), a cache that fills early and then evicts, and a
+//! buffer that grows and then stays (no slope once most pairs of iterations see no
+//! change), and catches steady leaks, every-k-th-iteration leaks and amortised growth
+//! such as a `Vec` that keeps doubling. Surviving blocks grouped by site attribute the
+//! growth; sites whose survivors span most of the run are ranked first, since a leak
+//! leaves blocks from every part of the run and a bounded cache only from its end.
+
+use leakgate_reports::{Finding, Resource, Site, Verdict};
+
+use crate::console::bytes;
+use crate::measure::Measurement;
+use crate::scenario::Policy;
+
+/// Sites kept per finding.
+pub(crate) const MAX_SITES: usize = 10;
+/// Points the slope is fitted on at most (evenly spaced), to bound the pairwise work.
+const MAX_TREND_POINTS: usize = 256;
+
+/// Resources this version measures; expectations of the others are noted, not judged.
+const MEASURED: &[Resource] = &[Resource::Heap, Resource::Peak];
+
+/// The verdict, its reason, and the leaks found.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Analysis {
+    pub verdict: Verdict,
+    pub summary: String,
+    pub findings: Vec<Finding>,
+    pub notes: Vec<String>,
+}
+
+/// Judges a finished measurement.
+pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
+    let mut findings: Vec<Finding> = [heap_finding(m, policy), peak_finding(m, policy)]
+        .into_iter()
+        .flatten()
+        .collect();
+    for finding in &mut findings {
+        finding.expected = policy.expect.contains(&finding.resource);
+    }
+    let notes = policy
+        .expect
+        .iter()
+        .filter(|r| !MEASURED.contains(r))
+        .map(|r| format!("expect_leak({r}) ignored: this version of leakgate does not measure {r}"))
+        .collect();
+    let missing: Vec<Resource> = policy
+        .expect
+        .iter()
+        .copied()
+        .filter(|r| MEASURED.contains(r) && !findings.iter().any(|f| f.resource == *r))
+        .collect();
+    let unexpected = findings.iter().find(|f| !f.expected);
+    let misattributed = policy.expect_site.as_deref().and_then(|wanted| {
+        let finding = findings
+            .iter()
+            .find(|f| f.expected && f.resource != Resource::Peak)?;
+        let top = finding.sites.first().and_then(|s| s.frames.first());
+        let found = top.map_or("no site", |frame| frame.function.as_str());
+        (!found.contains(wanted)).then(|| {
+            format!(
+                "expected the {} leak's top site in {wanted}, found {found}",
+                finding.resource
+            )
+        })
+    });
+    let (verdict, summary) = if let Some(error) = &m.iteration_error {
+        let phase = if error.phase == "warmup" {
+            "warm-up iteration"
+        } else {
+            "iteration"
+        };
+        (
+            Verdict::Fail,
+            format!("{phase} {} failed: {}", error.iteration, error.message),
+        )
+    } else if let Some(finding) = unexpected {
+        (Verdict::Fail, finding.message.clone())
+    } else if let Some(resource) = missing.first() {
+        (
+            Verdict::Fail,
+            format!("expected a {resource} leak, but none was found"),
+        )
+    } else if let Some(message) = misattributed {
+        (Verdict::Fail, message)
+    } else if let Some(finding) = findings.first() {
+        (
+            Verdict::Pass,
+            format!("expected leak found: {}", finding.message),
+        )
+    } else {
+        (Verdict::Pass, clean_summary(m))
+    };
+    Analysis {
+        verdict,
+        summary,
+        findings,
+        notes,
+    }
+}
+
+/// Whether the heap has come back far enough that settling may stop: no heap finding
+/// would be made from what was measured so far.
+pub(crate) fn heap_settled(m: &Measurement, policy: &Policy) -> bool {
+    heap_finding(m, policy).is_none()
+}
+
+fn retained(m: &Measurement) -> Option<i64> {
+    let (baseline, end) = (m.series.baseline?, m.series.end?);
+    Some(end.heap_bytes as i64 - baseline.heap_bytes as i64)
+}
+
+fn clean_summary(m: &Measurement) -> String {
+    match retained(m) {
+        Some(r) if r > 0 => format!(
+            "no leak: heap {} above baseline after settling, not growing",
+            bytes(r)
+        ),
+        Some(_) => "no leak: heap back at baseline".to_owned(),
+        None => "no leak measured: the scenario did not reach its end sample".to_owned(),
+    }
+}
+
+fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
+    let retained = retained(m)?;
+    if retained <= policy.heap_tolerance as i64 {
+        return None;
+    }
+    let baseline = m.series.baseline?.heap_bytes;
+    let series: Vec<u64> = m.series.iterations.iter().map(|s| s.heap_bytes).collect();
+    let trend = Trend::of(baseline, &series);
+    if !(trend.slope > 0.0 && trend.new_highs >= 2) {
+        return None;
+    }
+    let measured = series.len() as u32;
+    let mut finding = Finding::new(Resource::Heap, retained, measured);
+    finding.leaking_iterations = m.survivors.iterations;
+    finding.sites = m.survivors.sites.iter().take(MAX_SITES).cloned().collect();
+    finding.held_after_teardown = m
+        .survivors_after_teardown
+        .as_ref()
+        .filter(|s| s.recorded)
+        .map(|s| s.bytes as i64);
+    let behind = if m.survivors.recorded {
+        format!(
+            "; {} of {measured} iterations left memory behind",
+            m.survivors.iterations
+        )
+    } else {
+        String::new()
+    };
+    let lifecycle = match finding.held_after_teardown {
+        Some(held) if held > 0 => format!("; {} still held after teardown", bytes(held)),
+        Some(_) => "; freed at teardown: it grows while the state lives".to_owned(),
+        None => String::new(),
+    };
+    finding.message = format!(
+        "heap grew {} over {measured} measured iterations ({}/iteration{behind}){lifecycle}",
+        bytes(retained),
+        bytes(finding.per_iteration.round() as i64),
+    );
+    Some(finding)
+}
+
+fn peak_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
+    let budget = policy.peak_budget?;
+    let baseline = m.series.baseline?.heap_bytes;
+    let peak = m
+        .series
+        .iterations
+        .iter()
+        .chain(m.series.end.as_ref())
+        .map(|s| s.heap_peak)
+        .max()?;
+    let above = peak.saturating_sub(baseline);
+    if above <= budget {
+        return None;
+    }
+    let mut finding = Finding::new(
+        Resource::Peak,
+        above as i64,
+        m.series.iterations.len() as u32,
+    );
+    finding.message = format!(
+        "heap peaked {} above baseline, over its budget of {}",
+        bytes(above as i64),
+        bytes(budget as i64)
+    );
+    Some(finding)
+}
+
+/// Ranks sites for attribution: sites whose survivors span at least half the measured
+/// iterations first, then by bytes. `site` finds the site in each item.
+pub(crate) fn rank_sites<T>(items: &mut [T], measured_iterations: u32, site: impl Fn(&T) -> &Site) {
+    let key = |item: &T| {
+        let s = site(item);
+        let spans_run = (s.last_iteration - s.first_iteration + 1) * 2 >= measured_iterations;
+        (std::cmp::Reverse(spans_run), std::cmp::Reverse(s.bytes))
+    };
+    items.sort_by_key(key);
+}
+
+/// How a per-iteration series moves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Trend {
+    /// Theil–Sen slope: the median of the slopes between all pairs of points.
+    pub slope: f64,
+    /// Iterations that rose above every earlier value (and the baseline).
+    pub new_highs: u32,
+}
+
+impl Trend {
+    pub(crate) fn of(baseline: u64, series: &[u64]) -> Self {
+        let mut high = baseline;
+        let mut new_highs = 0;
+        for &value in series {
+            if value > high {
+                high = value;
+                new_highs += 1;
+            }
+        }
+        Self {
+            slope: theil_sen(series),
+            new_highs,
+        }
+    }
+}
+
+fn theil_sen(series: &[u64]) -> f64 {
+    let step = series.len().div_ceil(MAX_TREND_POINTS).max(1);
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .enumerate()
+        .step_by(step)
+        .map(|(x, &y)| (x as f64, y as f64))
+        .collect();
+    let mut slopes: Vec<f64> = Vec::with_capacity(points.len() * points.len() / 2);
+    for (i, &(x1, y1)) in points.iter().enumerate() {
+        for &(x2, y2) in &points[i + 1..] {
+            slopes.push((y2 - y1) / (x2 - x1));
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    let middle = slopes.len() / 2;
+    let (_, median, _) = slopes.select_nth_unstable_by(middle, f64::total_cmp);
+    *median
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Survivors;
+    use leakgate_reports::{IterationError, Sample};
+
+    const BASE: u64 = 100_000;
+
+    fn policy() -> Policy {
+        Policy {
+            expect: Vec::new(),
+            heap_tolerance: 0,
+            peak_budget: None,
+            expect_site: None,
+        }
+    }
+
+    /// A measurement whose heap follows `series` and ends at `end`.
+    fn measured(series: &[u64], end: u64) -> Measurement {
+        let sample = |bytes: u64| Sample::heap(bytes, 0, bytes, 0);
+        let mut m = Measurement::default();
+        m.series.baseline = Some(sample(BASE));
+        m.series.iterations = series.iter().map(|&b| sample(b)).collect();
+        m.series.end = Some(sample(end));
+        m.measured_iterations = series.len() as u32;
+        m
+    }
+
+    fn series(n: usize, f: impl Fn(usize) -> u64) -> Vec<u64> {
+        (0..n).map(|i| BASE + f(i)).collect()
+    }
+
+    fn heap_leak(series: &[u64]) -> bool {
+        let m = measured(series, *series.last().unwrap());
+        analyze(&m, &policy())
+            .findings
+            .iter()
+            .any(|f| f.resource == Resource::Heap)
+    }
+
+    #[test]
+    fn catches_sixteen_bytes_per_iteration_over_200() {
+        let s = series(200, |i| 16 * (i as u64 + 1));
+        let m = measured(&s, *s.last().unwrap());
+        let analysis = analyze(&m, &policy());
+        assert_eq!(analysis.verdict, Verdict::Fail);
+        let finding = &analysis.findings[0];
+        assert_eq!((finding.growth, finding.per_iteration), (3200, 16.0));
+        assert!(
+            analysis
+                .summary
+                .starts_with("heap grew 3.1 KiB over 200 measured iterations (16 B/iteration"),
+            "{}",
+            analysis.summary
+        );
+    }
+
+    #[test]
+    fn catches_a_leak_every_kth_iteration() {
+        for k in [2, 7, 25, 50] {
+            assert!(
+                heap_leak(&series(200, |i| 64 * (i / k) as u64 + 64)),
+                "k = {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn catches_a_vec_that_keeps_doubling() {
+        let s = series(200, |i| 8 * (i + 6).next_power_of_two() as u64);
+        assert!(heap_leak(&s));
+    }
+
+    #[test]
+    fn passes_a_one_time_step_anywhere_in_the_run() {
+        for at in [0, 50, 100, 150, 199] {
+            assert!(
+                !heap_leak(&series(200, |i| if i >= at { 4096 } else { 0 })),
+                "step at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn passes_a_cache_that_fills_early_then_evicts() {
+        assert!(!heap_leak(&series(200, |i| 100 * (i.min(30) as u64 + 1))));
+    }
+
+    #[test]
+    fn passes_a_buffer_that_grows_in_a_few_steps_then_stays() {
+        assert!(!heap_leak(
+            &series(200, |i| [512, 1024, 4096][(i / 15).min(2)])
+        ));
+    }
+
+    #[test]
+    fn passes_when_deferred_frees_bring_the_end_back_to_baseline() {
+        let s = series(200, |i| 4096 * (i as u64 % 3 + i as u64 / 50));
+        assert_eq!(
+            analyze(&measured(&s, BASE), &policy()).verdict,
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn tolerance_absorbs_small_growth() {
+        let s = series(200, |i| 16 * (i as u64 + 1));
+        let mut p = policy();
+        p.heap_tolerance = 4096;
+        assert_eq!(
+            analyze(&measured(&s, *s.last().unwrap()), &p).verdict,
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn an_expected_leak_passes_only_when_found() {
+        let mut p = policy();
+        p.expect.push(Resource::Heap);
+        let leaky = series(100, |i| 32 * (i as u64 + 1));
+        let found = analyze(&measured(&leaky, *leaky.last().unwrap()), &p);
+        assert_eq!(found.verdict, Verdict::Pass);
+        assert!(found.findings[0].expected);
+        let clean = series(100, |_| 0);
+        let missing = analyze(&measured(&clean, BASE), &p);
+        assert_eq!(missing.verdict, Verdict::Fail);
+        assert_eq!(missing.summary, "expected a heap leak, but none was found");
+    }
+
+    #[test]
+    fn an_expected_leak_must_be_attributed_to_the_named_function() {
+        let mut p = policy();
+        p.expect.push(Resource::Heap);
+        p.expect_site = Some("leak_sixteen_bytes".to_owned());
+        let leaky = series(100, |i| 16 * (i as u64 + 1));
+        let mut m = measured(&leaky, *leaky.last().unwrap());
+        let mut site = Site::new(1600, 100, 100, 0, 99);
+        site.frames.push(leakgate_reports::Frame::new(
+            "selftest::cache_insert",
+            None,
+            None,
+        ));
+        m.survivors.sites.push(site);
+        let analysis = analyze(&m, &p);
+        assert_eq!(analysis.verdict, Verdict::Fail);
+        assert_eq!(
+            analysis.summary,
+            "expected the heap leak's top site in leak_sixteen_bytes, found selftest::cache_insert"
+        );
+        m.survivors.sites[0].frames[0].function = "selftest::leak_sixteen_bytes".to_owned();
+        assert_eq!(analyze(&m, &p).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn expectations_of_unmeasured_resources_are_noted_not_judged() {
+        let mut p = policy();
+        p.expect.push(Resource::Fds);
+        let clean = series(10, |_| 0);
+        let analysis = analyze(&measured(&clean, BASE), &p);
+        assert_eq!(analysis.verdict, Verdict::Pass);
+        assert!(analysis.notes[0].contains("fds"));
+    }
+
+    #[test]
+    fn an_iteration_error_fails_with_its_number_and_message() {
+        let mut m = measured(&series(10, |_| 0), BASE);
+        m.iteration_error = Some(IterationError::new("measure", 7, "disk full"));
+        let analysis = analyze(&m, &policy());
+        assert_eq!(
+            (analysis.verdict, analysis.summary.as_str()),
+            (Verdict::Fail, "iteration 7 failed: disk full")
+        );
+    }
+
+    #[test]
+    fn peak_budget_fails_a_spike_that_returns() {
+        let mut m = measured(&series(10, |_| 0), BASE);
+        m.series.iterations[4].heap_peak = BASE + (10 << 20);
+        let mut p = policy();
+        p.peak_budget = Some(1 << 20);
+        let analysis = analyze(&m, &p);
+        assert_eq!(analysis.verdict, Verdict::Fail);
+        assert_eq!(analysis.findings[0].resource, Resource::Peak);
+        p.peak_budget = Some(64 << 20);
+        assert_eq!(analyze(&m, &p).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn lifecycle_says_whether_teardown_gave_the_memory_back() {
+        let s = series(50, |i| 64 * (i as u64 + 1));
+        let mut m = measured(&s, *s.last().unwrap());
+        m.survivors_after_teardown = Some(Survivors {
+            recorded: true,
+            bytes: 3200,
+            ..Survivors::default()
+        });
+        assert!(
+            analyze(&m, &policy())
+                .summary
+                .ends_with("3.1 KiB still held after teardown")
+        );
+        m.survivors_after_teardown = Some(Survivors {
+            recorded: true,
+            ..Survivors::default()
+        });
+        assert!(
+            analyze(&m, &policy())
+                .summary
+                .ends_with("grows while the state lives")
+        );
+    }
+
+    #[test]
+    fn sites_spanning_the_run_rank_before_bigger_recent_ones() {
+        let mut sites = vec![
+            Site::new(50_000, 10, 10, 190, 199), // a cache's recent entries
+            Site::new(3_200, 200, 200, 0, 199),  // the leak
+        ];
+        rank_sites(&mut sites, 200, |s| s);
+        assert_eq!(sites[0].bytes, 3_200);
+    }
+}
