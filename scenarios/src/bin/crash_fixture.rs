@@ -29,16 +29,27 @@ fn main() -> std::process::ExitCode {
                     std::hint::black_box(vec![i; 8]);
                 }),
         )
-        .scenario(Scenario::new("crash/panic").iterations(20).iterate(|_, i| {
-            assert!(i < 3, "boom at iteration {i}");
-        }))
-        .scenario(Scenario::new("crash/abort").iterations(20).iterate(|_, i| {
-            if i == 2 {
-                std::process::abort();
-            }
-        }))
+        .scenario(
+            Scenario::new("crash/panic")
+                .warmup(0)
+                .iterations(20)
+                .iterate(|_, i| {
+                    assert!(i < 3, "boom at iteration {i}");
+                }),
+        )
+        .scenario(
+            Scenario::new("crash/abort")
+                .warmup(0)
+                .iterations(20)
+                .iterate(|_, i| {
+                    if i == 2 {
+                        std::process::abort();
+                    }
+                }),
+        )
         .scenario(
             Scenario::new("crash/stack_overflow")
+                .warmup(0)
                 .iterations(20)
                 .iterate(|_, i| {
                     if i == 1 {
@@ -48,16 +59,21 @@ fn main() -> std::process::ExitCode {
         )
         .scenario(
             Scenario::new("crash/segfault")
+                .warmup(0)
                 .iterations(20)
                 .iterate(|_, i| {
                     if i == 5 {
-                        // SAFETY: raising a signal is the point of this scenario.
-                        unsafe { libc::raise(libc::SIGSEGV) };
+                        // A real fault: `raise(SIGSEGV)` would be swallowed by the handler
+                        // std installs to detect stack overflows, which re-raises only
+                        // real faults.
+                        // SAFETY: none; crashing is the point of this scenario.
+                        unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
                     }
                 }),
         )
         .scenario(
             Scenario::new("crash/timeout")
+                .warmup(0)
                 .timeout(Duration::from_secs(2))
                 .iterate(|_, _| std::thread::sleep(Duration::from_secs(3600))),
         )
@@ -68,6 +84,7 @@ fn main() -> std::process::ExitCode {
         )
         .scenario(
             Scenario::new("fail/iteration_error")
+                .warmup(0)
                 .iterations(20)
                 .iterate(|_, i| {
                     if i == 4 {

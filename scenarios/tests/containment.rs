@@ -1,0 +1,168 @@
+//! Runs the `crash-fixture` binary as a user's CI would and checks that every scenario
+//! that panics, aborts, overflows its stack, segfaults or hangs is reported by name,
+//! cause and phase, that the clean ones around them still pass, and that libtest's
+//! arguments (`--list`, filters, `--exact`) and configuration errors behave.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use leakgate_reports::{CrashCause, Report, ScenarioReport, Verdict, read_report};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_crash-fixture");
+
+fn fixture(report_dir: &Path, args: &[&str]) -> Output {
+    Command::new(FIXTURE)
+        .args(args)
+        .env("LEAKGATE_REPORT_DIR", report_dir)
+        // When this test itself runs under nextest, the fixture must still isolate.
+        .env_remove("NEXTEST_EXECUTION_MODE")
+        .env_remove("NEXTEST_RUN_ID")
+        .output()
+        .expect("the crash fixture runs")
+}
+
+fn scenario<'a>(report: &'a Report, name: &str) -> &'a ScenarioReport {
+    report
+        .scenarios
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} missing from the report"))
+}
+
+#[test]
+fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = fixture(dir.path(), &["--test-threads", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(101), "{stdout}");
+    assert!(
+        stdout.contains("test result: FAILED. 2 passed; 7 failed"),
+        "{stdout}"
+    );
+    let report = read_report(&dir.path().join("report.json")).unwrap();
+    assert_eq!(report.scenarios.len(), 9);
+
+    for clean in ["clean/before", "clean/after"] {
+        assert_eq!(scenario(&report, clean).verdict, Verdict::Pass, "{clean}");
+    }
+    let expectations = [
+        (
+            "crash/panic",
+            CrashCause::Panic,
+            None,
+            "iteration 3",
+            "boom at iteration 3",
+        ),
+        (
+            "crash/abort",
+            CrashCause::Abort,
+            Some("SIGABRT"),
+            "iteration 2",
+            "",
+        ),
+        (
+            "crash/stack_overflow",
+            CrashCause::StackOverflow,
+            Some("SIGABRT"),
+            "iteration 1",
+            "overflowed its stack",
+        ),
+        (
+            "crash/segfault",
+            CrashCause::Signal,
+            Some("SIGSEGV"),
+            "iteration 5",
+            "",
+        ),
+        (
+            "crash/timeout",
+            CrashCause::Timeout,
+            None,
+            "iteration 0",
+            "still running after 2.0 s",
+        ),
+        (
+            "crash/panic_in_setup",
+            CrashCause::Panic,
+            None,
+            "setup",
+            "cannot open the engine",
+        ),
+    ];
+    for (name, cause, signal, phase, message) in expectations {
+        let s = scenario(&report, name);
+        assert_eq!(s.verdict, Verdict::Crashed, "{name}");
+        let crash = s.crash.as_ref().unwrap();
+        assert_eq!(
+            (crash.cause, crash.signal.as_deref(), crash.phase.as_str()),
+            (cause, signal, phase),
+            "{name}"
+        );
+        assert!(
+            crash.message.as_deref().unwrap_or("").contains(message),
+            "{name}: {crash:?}"
+        );
+        assert!(
+            stdout.contains(&format!("---- {name} ----\ncrashed: ")),
+            "{name} in {stdout}"
+        );
+    }
+    // Samples streamed before the crash are kept.
+    assert_eq!(
+        scenario(&report, "crash/segfault").series.iterations.len(),
+        5
+    );
+
+    let failed = scenario(&report, "fail/iteration_error");
+    assert_eq!(failed.verdict, Verdict::Fail);
+    assert_eq!(failed.summary, "iteration 4 failed: write failed at 4");
+}
+
+#[test]
+fn list_filters_and_exact_select_scenarios_like_libtest() {
+    let dir = tempfile::tempdir().unwrap();
+    let listed = fixture(dir.path(), &["--list"]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success());
+    assert!(
+        listing.contains("crash/stack_overflow: test") && listing.contains("clean/after: test"),
+        "{listing}"
+    );
+    assert!(
+        !dir.path().join("report.json").exists(),
+        "--list runs nothing"
+    );
+
+    let filtered = fixture(dir.path(), &["clean/"]);
+    assert!(
+        filtered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filtered.stdout)
+    );
+    let report = read_report(&dir.path().join("report.json")).unwrap();
+    let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    let exact = tempfile::tempdir().unwrap();
+    let output = fixture(exact.path(), &["--exact", "clean/after"]);
+    assert!(output.status.success());
+    let report = read_report(&exact.path().join("report.json")).unwrap();
+    assert_eq!(report.scenarios.len(), 1);
+    assert_eq!(report.scenarios[0].name, "clean/after");
+}
+
+#[test]
+fn a_malformed_variable_stops_the_run_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(FIXTURE)
+        .env("LEAKGATE_TIMEOUT", "soon")
+        .env("LEAKGATE_REPORT_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(r#"invalid LEAKGATE_TIMEOUT="soon": expected a duration"#),
+        "{stderr}"
+    );
+}
