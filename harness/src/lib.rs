@@ -109,7 +109,9 @@ pub use scenario::{Ctx, IterationResult, Scenario};
 #[doc(hidden)]
 pub mod __private {
     //! For leakgate's own benchmark: turning site recording on and off by hand.
-    pub use crate::alloc::sites::{clear as clear_sites, start as start_sites, stop as stop_sites};
+    pub use crate::alloc::sites::{
+        bookkeeping, clear as clear_sites, start as start_sites, stop as stop_sites,
+    };
 }
 
 /// Installs [`TrackingAlloc`] over [`DefaultAlloc`] as the global allocator of the

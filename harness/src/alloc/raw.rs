@@ -121,6 +121,10 @@ impl<T: Zeroable> MmapBuf<T> {
         if ptr == libc::MAP_FAILED {
             return None;
         }
+        // Tables are probed at random: huge pages spare a TLB miss on most probes. Only
+        // advice; the kernel may decline.
+        // SAFETY: advises on the mapping just created, of exactly `bytes` bytes.
+        unsafe { libc::madvise(ptr, bytes, libc::MADV_HUGEPAGE) };
         Some(Self {
             ptr: ptr.cast(),
             capacity,

@@ -8,8 +8,9 @@
 //! The live-block table is split into shards by address, each an open-addressing table
 //! under its own spin lock, so two threads rarely meet. The site interner sits behind a
 //! per-thread cache of recently seen stack hashes, so a hot site costs no lock at all.
-//! Both live in `mmap`ed memory (see `raw`), 24 bytes per live block at a load factor
-//! between 0.375 and 0.75: 32 to 64 bytes of bookkeeping per tracked block.
+//! Both live in `mmap`ed memory (see `raw`): 16 bytes per live block at a load factor
+//! between 0.25 and 0.5, so 32 to 64 bytes of bookkeeping per tracked block and short
+//! probe sequences.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -70,12 +71,7 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
         return;
     };
     let site = current_site();
-    let block = LiveBlock {
-        address: address as usize,
-        size,
-        site,
-        iteration: ITERATION.load(Relaxed),
-    };
+    let block = LiveBlock::new(address as usize, size, site, ITERATION.load(Relaxed));
     shard_of(block.address).lock().insert(block);
 }
 
@@ -94,11 +90,7 @@ pub(crate) fn on_realloc(old: *mut u8, new: *mut u8, new_size: usize) {
     if recording() {
         on_alloc(new, new_size);
     } else if let Some(block) = removed {
-        let moved = LiveBlock {
-            address: new as usize,
-            size: new_size,
-            ..block
-        };
+        let moved = LiveBlock::new(new as usize, new_size, block.site(), block.iteration());
         shard_of(moved.address).lock().insert(moved);
     }
 }
@@ -268,12 +260,59 @@ pub(crate) fn site_frames(site: u32) -> Vec<usize> {
 // ---------------------------------------------------------------------------------------
 // Live-block table
 
+/// A live block's address and, packed into one word, its size, site and iteration.
 #[derive(Clone, Copy)]
 struct LiveBlock {
     address: usize,
-    size: usize,
-    site: u32,
-    iteration: u32,
+    packed: u64,
+}
+
+const SITE_BITS: u32 = 22;
+const ITERATION_BITS: u32 = 20;
+const SIZE_BITS: u32 = 64 - SITE_BITS - ITERATION_BITS;
+/// Sizes below this are stored exactly; larger ones in whole MiB above it.
+const EXACT_SIZES: u64 = 1 << (SIZE_BITS - 1);
+
+impl LiveBlock {
+    /// Sites beyond 2²² and iterations beyond 2²⁰ saturate; sizes of 2 MiB and more are
+    /// kept to the MiB (well under 0.1 % off).
+    fn new(address: usize, size: usize, site: u32, iteration: u32) -> Self {
+        let field = |value: u64, bits: u32| value.min((1 << bits) - 1);
+        let size = size as u64;
+        let size = if size < EXACT_SIZES {
+            size
+        } else {
+            EXACT_SIZES + ((size - EXACT_SIZES) >> 20)
+        };
+        Self {
+            address,
+            packed: field(size, SIZE_BITS) << (SITE_BITS + ITERATION_BITS)
+                | field(u64::from(site), SITE_BITS) << ITERATION_BITS
+                | field(u64::from(iteration), ITERATION_BITS),
+        }
+    }
+
+    fn size(self) -> u64 {
+        let stored = self.packed >> (SITE_BITS + ITERATION_BITS);
+        if stored < EXACT_SIZES {
+            stored
+        } else {
+            EXACT_SIZES + ((stored - EXACT_SIZES) << 20)
+        }
+    }
+
+    fn site(self) -> u32 {
+        let site = (self.packed >> ITERATION_BITS) & ((1 << SITE_BITS) - 1);
+        if site == (1 << SITE_BITS) - 1 {
+            NO_SITE
+        } else {
+            site as u32
+        }
+    }
+
+    fn iteration(self) -> u32 {
+        (self.packed & ((1 << ITERATION_BITS) - 1)) as u32
+    }
 }
 
 // SAFETY: integers only; address 0 marks an empty slot.
@@ -310,7 +349,7 @@ fn home_slot(address: usize, capacity: usize) -> usize {
 
 impl LiveShard {
     fn insert(&mut self, block: LiveBlock) {
-        if (self.len + 1) * 4 > self.slots.capacity() * 3 && !self.grow() {
+        if (self.len + 1) * 2 > self.slots.capacity() && !self.grow() {
             return; // Out of memory for bookkeeping: the block goes untracked.
         }
         let capacity = self.slots.capacity();
@@ -359,9 +398,7 @@ impl LiveShard {
         }
         slots[hole] = LiveBlock {
             address: 0,
-            size: 0,
-            site: 0,
-            iteration: 0,
+            packed: 0,
         };
         self.len -= 1;
         Some(removed)
@@ -403,12 +440,12 @@ pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
     // Copy out under each shard's lock into a buffer sized beforehand: allocating while
     // holding a shard lock could deadlock when that allocation lands in the same shard.
     let estimate: usize = LIVE.iter().map(|s| s.lock().len).sum();
-    let mut blocks: Vec<(u32, u32, usize)> = Vec::with_capacity(estimate + 1024);
+    let mut blocks: Vec<(u32, u32, u64)> = Vec::with_capacity(estimate + 1024);
     for shard in &LIVE {
         let shard = shard.lock();
         let room = blocks.capacity() - blocks.len();
         let live = shard.slots.as_slice().iter().filter(|b| b.address != 0);
-        blocks.extend(live.take(room).map(|b| (b.site, b.iteration, b.size)));
+        blocks.extend(live.take(room).map(|b| (b.site(), b.iteration(), b.size())));
     }
     blocks.sort_unstable();
     let mut iterations: Vec<u32> = blocks.iter().map(|b| b.1).collect();
@@ -420,7 +457,7 @@ pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
         distinct.dedup(); // Sorted by (site, iteration) already.
         sites.push(SiteSurvivors {
             site: group[0].0,
-            bytes: group.iter().map(|b| b.2 as u64).sum(),
+            bytes: group.iter().map(|b| b.2).sum(),
             blocks: group.len() as u64,
             iterations: distinct.len() as u32,
             first_iteration: distinct[0],
@@ -429,6 +466,21 @@ pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
     }
     sites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.site.cmp(&b.site)));
     (sites, iterations.len() as u32)
+}
+
+/// Bookkeeping memory: `(tagged blocks, bytes of the live-block table, bytes of the
+/// site interner)`.
+pub fn bookkeeping() -> (usize, usize, usize) {
+    let (mut blocks, mut table) = (0, 0);
+    for shard in &LIVE {
+        let shard = shard.lock();
+        blocks += shard.len;
+        table += shard.slots.capacity() * size_of::<LiveBlock>();
+    }
+    let interner = INTERNER.lock();
+    let interned = interner.index.capacity() * size_of::<IndexSlot>()
+        + interner.records.capacity() * size_of::<SiteRecord>();
+    (blocks, table, interned)
 }
 
 /// Tagged blocks still live, across all shards.
@@ -441,12 +493,18 @@ mod tests {
     use super::*;
 
     fn block(address: usize) -> LiveBlock {
-        LiveBlock {
-            address,
-            size: address,
-            site: 1,
-            iteration: 2,
-        }
+        LiveBlock::new(address, address, 1, 2)
+    }
+
+    #[test]
+    fn packed_fields_round_trip_and_saturate() {
+        let b = LiveBlock::new(64, 1000, 7, 199);
+        assert_eq!((b.size(), b.site(), b.iteration()), (1000, 7, 199));
+        let big = LiveBlock::new(64, (5 << 30) + 123, NO_SITE, 5_000_000);
+        assert_eq!(
+            (big.size(), big.site(), big.iteration()),
+            (5 << 30, NO_SITE, (1 << 20) - 1)
+        );
     }
 
     #[test]
@@ -461,7 +519,7 @@ mod tests {
         }
         assert_eq!(shard.len, addresses.len());
         for &a in addresses.iter().step_by(2) {
-            assert_eq!(shard.remove(a).map(|b| b.size), Some(a));
+            assert_eq!(shard.remove(a).map(|b| b.size()), Some(a as u64));
         }
         for (i, &a) in addresses.iter().enumerate() {
             assert_eq!(shard.remove(a).is_some(), i % 2 == 1, "address {a}");
