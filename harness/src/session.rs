@@ -21,6 +21,8 @@ use crate::scenario::{Ctx, Scenario};
 use crate::symbolize::symbolize;
 use crate::verdict::{self, MAX_SITES};
 
+/// Longest wait for a leak's survivors to be freed after teardown.
+const TEARDOWN_SETTLE: Duration = Duration::from_millis(250);
 /// Longest pause between two settling samples.
 const MAX_SETTLE_PAUSE: Duration = Duration::from_millis(100);
 
@@ -89,10 +91,11 @@ pub(crate) fn run<S>(
         m.series.baseline = Some(baseline);
         emit(&Event::Sample { sample: baseline });
         if config.sites {
-            let method = sites::start(0);
-            if method == stack::Method::Dwarf {
+            // Decided (and noted) before recording starts, so the note is not a survivor.
+            if stack::detect() == stack::Method::Dwarf {
                 m.notes.push("allocation sites captured by DWARF unwinding (slow); build with RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture".to_owned());
             }
+            sites::start(0);
         }
         for i in 0..measured {
             sites::set_iteration(i as u32);
@@ -126,9 +129,10 @@ pub(crate) fn run<S>(
     }
     let leaky = !verdict::heap_settled(&m, &spec.policy);
     // Only a leak's survivors are worth waiting for: they decide whether it is held
-    // after teardown or was freed with the state.
+    // after teardown or was freed with the state. Teardown joins its own threads, so a
+    // short wait covers what is still on its way out.
     let teardown_wait = if leaky {
-        config.settle_timeout
+        config.settle_timeout.min(TEARDOWN_SETTLE)
     } else {
         Duration::ZERO
     };

@@ -26,7 +26,7 @@ fn leak_sixteen_bytes(i: usize) {
 
 #[inline(never)]
 fn leak_every_tenth(i: usize) {
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         black_box(Box::leak(Box::new([i as u8; 64])));
     }
 }
@@ -215,7 +215,7 @@ fn main() -> std::process::ExitCode {
         .scenario(
             leaky("leak/unbounded_cache_in_state", "selftest::cache_insert")
                 .setup(|_| HashMap::new())
-                .iterate(|cache, i| cache_insert(cache, i)),
+                .iterate(cache_insert),
         )
         .scenario(
             leaky("leak/background_thread", "selftest::worker_leak")

@@ -151,7 +151,7 @@ fn walk_frame_pointers(frames: &mut [usize]) -> usize {
     let (low, high) = stack_bounds();
     let mut fp = frame_pointer();
     let mut len = 0;
-    while len < frames.len() && fp >= low && fp % align_of::<usize>() == 0 {
+    while len < frames.len() && fp >= low && fp.is_multiple_of(align_of::<usize>()) {
         if fp
             .checked_add(2 * size_of::<usize>())
             .is_none_or(|end| end > high)

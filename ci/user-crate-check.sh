@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds ci/user-crate as a user would (outside this repository, so none of its cargo
+# configuration applies: no frame pointers, DWARF site capture) and checks that
+#  - the Box::leak scenario fails with `remember_request` as its top site,
+#  - the bounded cache and the lazy static pass,
+#  - `cargo test` and `cargo nextest run` give the same verdicts,
+#  - `--list`, a name filter and `--exact` select scenarios like libtest.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "$repo/ci/user-crate" "$work/"
+crate="$work/user-crate"
+sed -i "s|path = \"../../harness\"|path = \"$repo/harness\"|" "$crate/Cargo.toml"
+export CARGO_TARGET_DIR="$repo/target/user-crate"
+unset RUSTFLAGS
+cd "$crate"
+
+verdicts() { # report.json -> "name verdict top-frame" lines, sorted
+  python3 - "$1" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+assert report["format_version"] == 1, report["format_version"]
+for s in sorted(report["scenarios"], key=lambda s: s["name"]):
+    sites = [site for f in s["findings"] for site in f["sites"]]
+    top = sites[0]["frames"][0]["function"] if sites and sites[0]["frames"] else "-"
+    print(s["name"], s["verdict"], top)
+PY
+}
+
+echo "== cargo test (one child process per scenario)"
+rm -rf "$work/cargo-test"
+status=0
+LEAKGATE_REPORT_DIR="$work/cargo-test" cargo test --test leaks >"$work/cargo-test.log" 2>&1 || status=$?
+cat "$work/cargo-test.log"
+[ "$status" -ne 0 ] || { echo "FAIL: the leaky scenario did not fail the run"; exit 1; }
+verdicts "$work/cargo-test/report.json" | tee "$work/cargo-test.verdicts"
+expected="user/bounded_cache pass -
+user/lazy_static pass -
+user/remember_requests fail leakgate_user_example::remember_request"
+diff <(echo "$expected") "$work/cargo-test.verdicts" || { echo "FAIL: unexpected verdicts or attribution"; exit 1; }
+
+if command -v cargo-nextest >/dev/null 2>&1; then
+  echo "== cargo nextest run (one process per test, scenarios run in-process)"
+  status=0
+  LEAKGATE_REPORT_DIR="$work/nextest" cargo nextest run --test leaks --no-fail-fast >"$work/nextest.log" 2>&1 || status=$?
+  cat "$work/nextest.log"
+  [ "$status" -ne 0 ] || { echo "FAIL: nextest passed the leaky scenario"; exit 1; }
+  verdicts "$work/nextest/report.json" > "$work/nextest.verdicts"
+  diff "$work/cargo-test.verdicts" "$work/nextest.verdicts" || { echo "FAIL: cargo test and nextest disagree"; exit 1; }
+  echo "cargo test and cargo nextest run agree"
+else
+  echo "cargo-nextest is not installed: skipping the agreement check"
+fi
+
+echo "== libtest arguments"
+cargo test -q --test leaks -- --list 2>/dev/null | grep -qx "user/lazy_static: test" || { echo "FAIL: --list"; exit 1; }
+cargo test -q --test leaks -- user/b 2>&1 | grep -q "1 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out" || { echo "FAIL: filter"; exit 1; }
+cargo test -q --test leaks -- --exact user/lazy_static 2>&1 | grep -q "1 passed; 0 failed" || { echo "FAIL: --exact"; exit 1; }
+echo "user crate: all checks passed"
