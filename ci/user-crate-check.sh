@@ -54,7 +54,11 @@ else
 fi
 
 echo "== libtest arguments"
-cargo test -q --test leaks -- --list 2>/dev/null | grep -qx "user/lazy_static: test" || { echo "FAIL: --list"; exit 1; }
-cargo test -q --test leaks -- user/b 2>&1 | grep -q "1 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out" || { echo "FAIL: filter"; exit 1; }
-cargo test -q --test leaks -- --exact user/lazy_static 2>&1 | grep -q "1 passed; 0 failed" || { echo "FAIL: --exact"; exit 1; }
+# Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
+listing=$(cargo test -q --test leaks -- --list 2>/dev/null)
+grep -qx "user/lazy_static: test" <<<"$listing" || { echo "FAIL: --list"; exit 1; }
+filtered=$(cargo test -q --test leaks -- user/b 2>&1)
+grep -q "1 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out" <<<"$filtered" || { echo "FAIL: filter"; exit 1; }
+exact=$(cargo test -q --test leaks -- --exact user/lazy_static 2>&1)
+grep -q "1 passed; 0 failed" <<<"$exact" || { echo "FAIL: --exact"; exit 1; }
 echo "user crate: all checks passed"
