@@ -32,7 +32,8 @@ echo "== cargo test (one child process per scenario)"
 rm -rf "$work/cargo-test"
 status=0
 LEAKGATE_REPORT_DIR="$work/cargo-test" cargo test --test leaks >"$work/cargo-test.log" 2>&1 || status=$?
-cat "$work/cargo-test.log"
+# Its output holds a deliberate FAILED line: shown only when this check fails.
+trap 'cat "$work/cargo-test.log" "$work/nextest.log" 2>/dev/null; rm -rf "$work"' EXIT
 [ "$status" -ne 0 ] || { echo "FAIL: the leaky scenario did not fail the run"; exit 1; }
 verdicts "$work/cargo-test/report.json" | tee "$work/cargo-test.verdicts"
 expected="user/bounded_cache pass -
@@ -44,7 +45,6 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   echo "== cargo nextest run (one process per test, scenarios run in-process)"
   status=0
   LEAKGATE_REPORT_DIR="$work/nextest" cargo nextest run --test leaks --no-fail-fast >"$work/nextest.log" 2>&1 || status=$?
-  cat "$work/nextest.log"
   [ "$status" -ne 0 ] || { echo "FAIL: nextest passed the leaky scenario"; exit 1; }
   verdicts "$work/nextest/report.json" > "$work/nextest.verdicts"
   diff "$work/cargo-test.verdicts" "$work/nextest.verdicts" || { echo "FAIL: cargo test and nextest disagree"; exit 1; }
@@ -61,4 +61,5 @@ filtered=$(cargo test -q --test leaks -- user/b 2>&1)
 grep -q "1 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out" <<<"$filtered" || { echo "FAIL: filter"; exit 1; }
 exact=$(cargo test -q --test leaks -- --exact user/lazy_static 2>&1)
 grep -q "1 passed; 0 failed" <<<"$exact" || { echo "FAIL: --exact"; exit 1; }
+trap 'rm -rf "$work"' EXIT
 echo "user crate: all checks passed"

@@ -3,11 +3,11 @@
 //! | variable | values | default |
 //! |---|---|---|
 //! | `LEAKGATE_REPORT_DIR` | a directory for `report.json` | `target/leakgate/<run-id>/` |
-//! | `LEAKGATE_TIMEOUT` | a duration: `300`, `90s`, `1500ms`, `5m` | `300s` per scenario |
+//! | `LEAKGATE_TIMEOUT` | a duration, 1ms to 24h: `300`, `90s`, `1500ms`, `5m`, `1h` | `300s` per scenario |
 //! | `LEAKGATE_SETTLE_TIMEOUT` | a duration | `1s` of retries for deferred frees |
 //! | `LEAKGATE_KEEP_DIRS` | `never`, `on-failure`, `always` | `never` |
 //! | `LEAKGATE_SITES` | `exact` (every block), `off` | `exact` |
-//! | `LEAKGATE_ITERATIONS_SCALE` | a positive number multiplying measured iterations | `1` |
+//! | `LEAKGATE_ITERATIONS_SCALE` | a number in (0, 10000] multiplying measured iterations | `1` |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,7 +40,12 @@ pub struct ConfigError {
     expected: &'static str,
 }
 
-const DURATION: &str = "a duration such as 300, 90s, 1500ms or 5m";
+const DURATION: &str = "a duration from 1ms to 24h, such as 300, 90s, 1500ms or 5m";
+/// The longest duration accepted: longer is a typo, and `Instant` arithmetic must not
+/// overflow.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The largest iteration scale accepted.
+const MAX_SCALE: f64 = 10_000.0;
 
 impl Config {
     /// Reads the `LEAKGATE_*` variables of this process.
@@ -86,10 +91,10 @@ impl Config {
             None => true,
             Some(v) => v? == "exact",
         };
-        let positive = |v: &str| v.parse::<f64>().is_ok_and(|x| x.is_finite() && x > 0.0);
+        let positive = |v: &str| v.parse::<f64>().is_ok_and(|x| x > 0.0 && x <= MAX_SCALE);
         let iterations_scale = match parse(
             "LEAKGATE_ITERATIONS_SCALE",
-            "a positive number such as 10 or 0.5",
+            "a number above 0 and at most 10000, such as 10 or 0.5",
             &positive,
         ) {
             None => 1.0,
@@ -127,12 +132,14 @@ fn parse_duration(text: &str) -> Option<Duration> {
             .unwrap_or(text.len()),
     );
     let n: u64 = number.parse().ok()?;
-    match unit {
-        "" | "s" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        _ => None,
-    }
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    };
+    (!duration.is_zero() && duration <= MAX_DURATION).then_some(duration)
 }
 
 #[cfg(test)]
@@ -186,13 +193,16 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            r#"invalid LEAKGATE_TIMEOUT="soon": expected a duration such as 300, 90s, 1500ms or 5m"#
+            r#"invalid LEAKGATE_TIMEOUT="soon": expected a duration from 1ms to 24h, such as 300, 90s, 1500ms or 5m"#
         );
         let err = config(&[("LEAKGATE_KEEP_DIRS", "yes")])
             .unwrap_err()
             .to_string();
         assert!(err.contains("never, on-failure, always"), "{err}");
         assert!(config(&[("LEAKGATE_ITERATIONS_SCALE", "-1")]).is_err());
+        assert!(config(&[("LEAKGATE_ITERATIONS_SCALE", "1e300")]).is_err());
+        assert!(config(&[("LEAKGATE_TIMEOUT", "0")]).is_err());
+        assert!(config(&[("LEAKGATE_SETTLE_TIMEOUT", "99999999999")]).is_err());
         assert!(config(&[("LEAKGATE_SITES", "sampled")]).is_err());
     }
 }

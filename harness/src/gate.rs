@@ -30,6 +30,7 @@ const CHANNEL_BUFFER: usize = 64 << 10;
 /// A scenario with its state type erased.
 trait Runnable: Send {
     fn spec(&self) -> &Spec;
+    fn has_iterate(&self) -> bool;
     fn run(
         &mut self,
         config: &Config,
@@ -40,6 +41,10 @@ trait Runnable: Send {
 impl<S: 'static> Runnable for Scenario<S> {
     fn spec(&self) -> &Spec {
         &self.spec
+    }
+
+    fn has_iterate(&self) -> bool {
+        self.iterate.is_some()
     }
 
     fn run(
@@ -147,6 +152,12 @@ impl Gate {
             return Err(format!(
                 "two scenarios are named {:?}; names must be unique",
                 pair[0]
+            ));
+        }
+        if let Some(idle) = self.scenarios.iter().find(|s| !s.has_iterate()) {
+            return Err(format!(
+                "scenario {:?} has no iterate function: call `.iterate(..)` after `.setup(..)`",
+                idle.spec().name
             ));
         }
         if let Some(empty) = self
@@ -262,6 +273,8 @@ fn run_in_process(
             }
         })
     }));
+    // A panic skipped the session's own cleanup: stop recording sites.
+    crate::alloc::sites::clear();
     let phase = position.map_or_else(|| "start".to_owned(), |p| p.to_string());
     let crash = |cause, message: String| Crash::new(cause, phase.clone(), Some(message));
     let run = match outcome {
@@ -369,6 +382,8 @@ fn crash_summary(crash: &Crash) -> String {
 struct ReportSink {
     path: PathBuf,
     run_id: String,
+    /// `target/leakgate`, whose `latest` link is pointed at this run once it writes.
+    default_root: Option<PathBuf>,
     written: std::sync::atomic::AtomicBool,
 }
 
@@ -380,18 +395,16 @@ impl ReportSink {
                 .map_or(0, |d| d.as_secs());
             format!("run-{secs}-{}", std::process::id())
         });
-        let dir = match &config.report_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let root = default_report_root();
-                let dir = root.join(&run_id);
-                point_latest_at(&root, &run_id);
-                dir
-            }
+        let default_root = config.report_dir.is_none().then(default_report_root);
+        let dir = match (&config.report_dir, &default_root) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(root)) => root.join(&run_id),
+            (None, None) => unreachable!("one of the two is set"),
         };
         Self {
             path: dir.join("report.json"),
             run_id,
+            default_root,
             written: Default::default(),
         }
     }
@@ -401,8 +414,12 @@ impl ReportSink {
     fn record(&self, report: ScenarioReport) -> Option<PathBuf> {
         match merge_scenario(&self.path, &self.run_id, report) {
             Ok(()) => {
-                self.written
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let first = !self
+                    .written
+                    .swap(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(root) = self.default_root.as_deref().filter(|_| first) {
+                    point_latest_at(root, &self.run_id);
+                }
                 Some(self.path.clone())
             }
             Err(error) => {

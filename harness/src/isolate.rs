@@ -58,16 +58,25 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
     let channel = tempfile::Builder::new()
         .prefix("leakgate-channel-")
         .tempfile()?;
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["--exact", name, "--nocapture"])
         .env(CHANNEL_VAR, channel.path())
         .env(SCENARIO_VAR, name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group: a terminal's Ctrl-C goes to the runner, which decides.
-        .process_group(0)
-        .spawn()?;
+        // Its own process group, so a timeout can kill whatever the scenario started.
+        .process_group(0);
+    // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and only
+    // asks the kernel to kill this child if the runner thread that started it dies.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
     let stdout = tail_reader(child.stdout.take());
     let stderr = tail_reader(child.stderr.take());
     let deadline = Instant::now() + timeout;
@@ -76,7 +85,10 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
             break (status, false);
         }
         if Instant::now() >= deadline {
-            // Killing may race with a natural exit; either way `wait` reaps it.
+            // The whole group: helpers the scenario started would keep its output pipes
+            // open and hang the runner. Killing may race with a natural exit; either way
+            // `wait` reaps it.
+            kill_group(child.id());
             let _ = child.kill();
             break (child.wait()?, true);
         }
@@ -85,7 +97,9 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     let output = format!("{stdout}{stderr}");
-    let streamed = Streamed::read(&std::fs::read_to_string(channel.path()).unwrap_or_default());
+    // Lossy: a torn multi-byte character must not cost the lines before it.
+    let channel_bytes = std::fs::read(channel.path()).unwrap_or_default();
+    let streamed = Streamed::read(&String::from_utf8_lossy(&channel_bytes));
     let crash = classify(status, timed_out.then_some(timeout), &streamed, &stderr);
     Ok(ChildRun {
         measurement: streamed.measurement.filter(|_| crash.is_none()),
@@ -94,6 +108,13 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
         output,
         scratch_dir: streamed.scratch_dir,
     })
+}
+
+fn kill_group(leader: u32) {
+    if let Ok(group) = i32::try_from(leader) {
+        // SAFETY: a plain system call on the process group this runner created.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
 }
 
 fn tail_reader(stream: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
@@ -195,6 +216,8 @@ pub(crate) fn classify(
     if let Some(signal) = status.signal() {
         let cause = match (overflow, signal) {
             (Some(_), _) => CrashCause::StackOverflow,
+            // A panic under `panic = "abort"`.
+            (None, libc::SIGABRT) if streamed.panic.is_some() => CrashCause::Panic,
             (None, libc::SIGABRT) => CrashCause::Abort,
             _ => CrashCause::Signal,
         };

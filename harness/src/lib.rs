@@ -82,8 +82,8 @@
 //! - Allocation sites are captured by walking frame pointers when the binary has them
 //!   (build with `RUSTFLAGS="-C force-frame-pointers=yes"`), which is fast; otherwise by
 //!   DWARF unwinding, which is correct but costs microseconds per allocation.
-//! - The heap peak is exact per thread and, across `t` threads, may read low by up to
-//!   `t × 16 KiB`.
+//! - The heap peak is exact per thread to 16 KiB and, across `t` threads, may be off by
+//!   up to `t × 16 KiB`.
 //! - Only the Rust heap and its peak are judged in this version; file descriptors,
 //!   threads, files, disk and the C heap are accepted by `expect_leak` and noted.
 #![deny(missing_docs)]

@@ -85,16 +85,20 @@ pub(crate) fn run<S>(
 
     if m.iteration_error.is_none() {
         at(emit, Phase::Baseline, None);
+        // Decided (and noted) before the baseline, so the note is not counted as growth.
+        if config.sites && stack::detect() == stack::Method::Dwarf {
+            m.notes.push(
+                "allocation sites captured by DWARF unwinding (slow); build with \
+                 RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture"
+                    .to_owned(),
+            );
+        }
         m.series.iterations.reserve_exact(measured);
         alloc::reset_peak();
         let baseline = probe::sample();
         m.series.baseline = Some(baseline);
         emit(&Event::Sample { sample: baseline });
         if config.sites {
-            // Decided (and noted) before recording starts, so the note is not a survivor.
-            if stack::detect() == stack::Method::Dwarf {
-                m.notes.push("allocation sites captured by DWARF unwinding (slow); build with RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture".to_owned());
-            }
             sites::start(0);
         }
         for i in 0..measured {

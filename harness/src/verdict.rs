@@ -55,19 +55,24 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         .filter(|r| MEASURED.contains(r) && !findings.iter().any(|f| f.resource == *r))
         .collect();
     let unexpected = findings.iter().find(|f| !f.expected);
-    let misattributed = policy.expect_site.as_deref().and_then(|wanted| {
-        let finding = findings
-            .iter()
-            .find(|f| f.expected && f.resource != Resource::Peak)?;
-        let top = finding.sites.first().and_then(|s| s.frames.first());
-        let found = top.map_or("no site", |frame| frame.function.as_str());
-        (!found.contains(wanted)).then(|| {
-            format!(
-                "expected the {} leak's top site in {wanted}, found {found}",
-                finding.resource
-            )
-        })
-    });
+    let sites_recorded = m.survivors.recorded;
+    let misattributed = policy
+        .expect_site
+        .as_deref()
+        .filter(|_| sites_recorded)
+        .and_then(|wanted| {
+            let finding = findings
+                .iter()
+                .find(|f| f.expected && f.resource != Resource::Peak)?;
+            let top = finding.sites.first().and_then(|s| s.frames.first());
+            let found = top.map_or("no site", |frame| frame.function.as_str());
+            (!found.contains(wanted)).then(|| {
+                format!(
+                    "expected the {} leak's top site in {wanted}, found {found}",
+                    finding.resource
+                )
+            })
+        });
     let (verdict, summary) = if let Some(error) = &m.iteration_error {
         let phase = if error.phase == "warmup" {
             "warm-up iteration"
@@ -127,7 +132,7 @@ fn clean_summary(m: &Measurement) -> String {
 
 fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     let retained = retained(m)?;
-    if retained <= policy.heap_tolerance as i64 {
+    if retained <= i64::try_from(policy.heap_tolerance).unwrap_or(i64::MAX) {
         return None;
     }
     let baseline = m.series.baseline?.heap_bytes;
@@ -169,13 +174,8 @@ fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
 fn peak_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     let budget = policy.peak_budget?;
     let baseline = m.series.baseline?.heap_bytes;
-    let peak = m
-        .series
-        .iterations
-        .iter()
-        .chain(m.series.end.as_ref())
-        .map(|s| s.heap_peak)
-        .max()?;
+    // The measured iterations only: settling runs the verdict itself, which allocates.
+    let peak = m.series.iterations.iter().map(|s| s.heap_peak).max()?;
     let above = peak.saturating_sub(baseline);
     if above <= budget {
         return None;
@@ -394,6 +394,7 @@ mod tests {
             None,
             None,
         ));
+        m.survivors.recorded = true;
         m.survivors.sites.push(site);
         let analysis = analyze(&m, &p);
         assert_eq!(analysis.verdict, Verdict::Fail);

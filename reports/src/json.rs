@@ -72,7 +72,8 @@ pub fn read_report(path: &Path) -> Result<Report, ReportError> {
 pub fn write_report(path: &Path, report: &Report) -> Result<(), ReportError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let tmp = path.with_extension("json.tmp");
+    // Unique per process, so concurrent writers never share a temporary file.
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
     serde_json::to_writer_pretty(&mut file, report).map_err(|e| ReportError::Io {
         path: tmp.clone(),

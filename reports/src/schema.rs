@@ -18,7 +18,7 @@ pub struct Report {
     pub run_id: String,
     /// Version of leakgate that wrote the report.
     pub tool_version: String,
-    /// One entry per scenario that ran, in the order they finished.
+    /// One entry per scenario that ran, in the order they were first recorded.
     pub scenarios: Vec<ScenarioReport>,
 }
 
@@ -258,7 +258,8 @@ pub struct Crash {
     pub signal: Option<String>,
     /// Exit code, when it exited.
     pub exit_code: Option<i32>,
-    /// The phase it was in: `setup`, `warmup`, `iteration N`, `settle`, `teardown`, ….
+    /// The phase it was in: `start`, `setup`, `warm-up iteration N`, `baseline`,
+    /// `iteration N`, `settle`, `teardown` or `done`.
     pub phase: String,
     /// The panic message or the first line of what the process printed about it.
     pub message: Option<String>,

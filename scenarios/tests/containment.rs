@@ -11,8 +11,13 @@ use leakgate_reports::{CrashCause, Report, ScenarioReport, Verdict, read_report}
 const FIXTURE: &str = env!("CARGO_BIN_EXE_crash-fixture");
 
 fn fixture(report_dir: &Path, args: &[&str]) -> Output {
+    fixture_with(report_dir, args, &[])
+}
+
+fn fixture_with(report_dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
     Command::new(FIXTURE)
         .args(args)
+        .envs(vars.iter().copied())
         .env("LEAKGATE_REPORT_DIR", report_dir)
         // When this test itself runs under nextest, the fixture must still isolate.
         .env_remove("NEXTEST_EXECUTION_MODE")
@@ -165,4 +170,20 @@ fn a_malformed_variable_stops_the_run_naming_it() {
         stderr.contains(r#"invalid LEAKGATE_TIMEOUT="soon": expected a duration"#),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_failed_scenarios_scratch_dir_is_kept_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = [("LEAKGATE_KEEP_DIRS", "on-failure")];
+    let output = fixture_with(dir.path(), &["--exact", "fail/iteration_error"], &keep);
+    assert_eq!(output.status.code(), Some(101));
+    let report = read_report(&dir.path().join("report.json")).unwrap();
+    let kept = report.scenarios[0]
+        .notes
+        .iter()
+        .find_map(|n| n.strip_prefix("scratch directory kept at "))
+        .expect("a note naming the kept directory");
+    assert!(Path::new(kept).is_dir(), "{kept}");
+    std::fs::remove_dir_all(kept).unwrap();
 }

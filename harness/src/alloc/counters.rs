@@ -9,7 +9,7 @@
 //! The peak needs a global view, which per-thread shards do not give for free: each
 //! thread folds its net change into a global live counter every [`FLUSH_BYTES`], and the
 //! peak is the maximum of that counter. It is therefore exact for a single thread up to
-//! `FLUSH_BYTES` and, with `t` threads, low by at most `t × FLUSH_BYTES`.
+//! `FLUSH_BYTES` and, with `t` threads, off by at most `t × FLUSH_BYTES`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -63,6 +63,8 @@ impl Drop for ShardReturn {
     fn drop(&mut self) {
         let index = SHARD_INDEX.with(|i| i.replace(OVERFLOW));
         if index < OWNED_SHARDS {
+            // The residue must reach the global counter, or the peak drifts.
+            flush(&SHARDS[index]);
             SHARDS[index]
                 .owned
                 .store(false, std::sync::atomic::Ordering::Release);
@@ -126,13 +128,15 @@ fn note_change(shard: &Shard, delta: i64, owned: bool) {
         shard.unflushed.fetch_add(delta, Relaxed) + delta
     };
     if !(-FLUSH_BYTES..FLUSH_BYTES).contains(&unflushed) {
-        flush(shard, unflushed);
+        flush(shard);
     }
 }
 
+/// Folds the shard's net change into the global live counter. `swap` makes two threads
+/// sharing the overflow shard flush disjoint amounts.
 #[cold]
-fn flush(shard: &Shard, amount: i64) {
-    shard.unflushed.fetch_sub(amount, Relaxed);
+fn flush(shard: &Shard) {
+    let amount = shard.unflushed.swap(0, Relaxed);
     let live = LIVE_FLUSHED.fetch_add(amount, Relaxed) + amount;
     if amount > 0 {
         PEAK.fetch_max(live, Relaxed);

@@ -97,12 +97,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // As in `dealloc`: the old entry goes before `realloc` may free the old block.
+        let moved = sites::table_in_use().then(|| sites::take(ptr));
         // SAFETY: forwarded with the caller's guarantees.
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
+        if new.is_null() {
+            // The old block is still live and still tagged.
+            if let Some(entry) = moved {
+                sites::restore(ptr, entry);
+            }
+        } else {
             counters::on_realloc(layout.size(), new_size);
-            if sites::table_in_use() {
-                sites::on_realloc(ptr, new, new_size);
+            if let Some(entry) = moved {
+                sites::on_realloc(entry, new, new_size);
             }
         }
         new

@@ -36,7 +36,7 @@ impl<T> SpinLock<T> {
             .is_err()
         {
             while self.locked.load(Ordering::Relaxed) {
-                spins += 1;
+                spins = spins.saturating_add(1);
                 if spins < 64 {
                     std::hint::spin_loop();
                 } else {

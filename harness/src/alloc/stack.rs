@@ -3,8 +3,9 @@
 //! Two ways, chosen once per process by [`detect`]:
 //! - **frame pointers**: follow the chain of saved frame pointers, tens of nanoseconds.
 //!   Correct only when the code was built with `-C force-frame-pointers=yes` (the Rust
-//!   standard library ships with frame pointers; a crate built without them breaks the
-//!   chain at its first frame).
+//!   standard library ships with frame pointers). A function built without them does not
+//!   appear in the chain: its caller is skipped, or the walk follows a stale value and
+//!   ends at the stack-bounds check. Whole crates built that way fail [`detect`]'s check.
 //! - **DWARF**: `backtrace::trace_unsynchronized`, correct everywhere, microseconds.
 //!
 //! [`detect`] walks the same stack both ways and keeps frame pointers only if they agree.
@@ -162,7 +163,8 @@ fn walk_frame_pointers(frames: &mut [usize]) -> usize {
         // and the frame record there is two machine words: saved fp, return address.
         let (next, ret) = unsafe {
             let record = fp as *const usize;
-            (record.read(), record.add(1).read())
+            // Volatile: these words belong to other frames, not to any Rust object.
+            (record.read_volatile(), record.add(1).read_volatile())
         };
         if ret == 0 {
             break;
