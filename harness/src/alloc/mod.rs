@@ -61,26 +61,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         let ptr = unsafe { self.inner.alloc(layout) };
-        if !ptr.is_null() {
-            counters::on_alloc(layout.size());
-            if sites::recording() {
-                sites::on_alloc(ptr, layout.size());
-            }
-        }
-        ptr
+        allocated(ptr, layout.size())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            counters::on_alloc(layout.size());
-            if sites::recording() {
-                sites::on_alloc(ptr, layout.size());
-            }
-        }
-        ptr
+        allocated(ptr, layout.size())
     }
 
     #[inline]
@@ -114,6 +102,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
         }
         new
     }
+}
+
+/// Bookkeeping after a successful allocation of `size` bytes at `ptr`.
+#[inline(always)]
+fn allocated(ptr: *mut u8, size: usize) -> *mut u8 {
+    if !ptr.is_null() {
+        counters::on_alloc(size);
+        if sites::recording() {
+            sites::on_alloc(ptr, size);
+        }
+    }
+    ptr
 }
 
 thread_local! {
