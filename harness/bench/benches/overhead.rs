@@ -2,8 +2,9 @@
 //!
 //! `cargo bench -p leakgate-bench` runs each workload binary in its own process,
 //! interleaving the allocators round by round so that drift on a noisy machine hits all
-//! of them alike. Each process reports its fastest of 5 repeats; the figure is the median
-//! of those over the rounds, printed with its ratio to raw jemalloc.
+//! of them alike. Each process reports its fastest of 5 repeats; the figure is the
+//! fastest over the rounds (the run least disturbed by the rest of a shared machine),
+//! printed with its ratio to raw jemalloc.
 
 use std::process::Command;
 
@@ -29,7 +30,7 @@ fn run(exe: &str, threads: usize) -> (u128, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let median = line
+    let fastest = line
         .split_whitespace()
         .find_map(|f| f.strip_prefix("best_ns="))
         .and_then(|v| v.parse().ok())
@@ -37,7 +38,7 @@ fn run(exe: &str, threads: usize) -> (u128, String) {
     let extra = line
         .split_once(' ')
         .map_or(String::new(), |(_, rest)| rest.to_owned());
-    (median, extra)
+    (fastest, extra)
 }
 
 fn main() {
@@ -46,21 +47,20 @@ fn main() {
         leakgate_bench::ENTRIES
     );
     for threads in [1, 2] {
-        let mut medians: Vec<Vec<u128>> = vec![Vec::new(); VARIANTS.len()];
+        let mut best: Vec<Vec<u128>> = vec![Vec::new(); VARIANTS.len()];
         let mut extras = vec![String::new(); VARIANTS.len()];
         for _ in 0..ROUNDS {
             for (i, (_, exe)) in VARIANTS.iter().enumerate() {
-                let (median, extra) = run(exe, threads);
-                medians[i].push(median);
+                let (fastest, extra) = run(exe, threads);
+                best[i].push(fastest);
                 extras[i] = extra;
             }
         }
-        let median = |v: &mut Vec<u128>| {
-            v.sort_unstable();
-            v[v.len() / 2]
-        };
-        let figures: Vec<u128> = medians.iter_mut().map(median).collect();
-        println!("\n{threads} thread(s), median over {ROUNDS} rounds of the best of 5 repeats:");
+        let figures: Vec<u128> = best
+            .iter()
+            .map(|v| v.iter().copied().min().unwrap_or(0))
+            .collect();
+        println!("\n{threads} thread(s), fastest of {ROUNDS} rounds × 5 repeats:");
         for (i, (name, _)) in VARIANTS.iter().enumerate() {
             println!(
                 "  {name:<26} {:>9.2} ms  {:>6.2}× raw jemalloc  {}",

@@ -75,10 +75,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // The entry goes before the block: once freed, another thread may get the same
         // address and enter it.
-        if sites::table_in_use() {
-            sites::on_dealloc(ptr);
+        let tracked = sites::table_in_use();
+        if tracked {
+            sites::prefetch(ptr);
         }
         counters::on_dealloc(layout.size());
+        if tracked {
+            sites::on_dealloc(ptr);
+        }
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.dealloc(ptr, layout) }
     }

@@ -13,7 +13,7 @@
 //! probe sequences.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use super::ReentrancyGuard;
 use super::raw::{MmapBuf, SpinLock, Zeroable};
@@ -58,8 +58,10 @@ pub fn stop() {
 /// Forgets every tagged block.
 pub fn clear() {
     RECORDING.store(false, Relaxed);
-    for shard in &LIVE {
-        shard.lock().clear();
+    for (index, shard) in LIVE.iter().enumerate() {
+        let mut shard = shard.0.lock();
+        shard.clear();
+        publish(index, &shard.slots);
     }
     TABLE_IN_USE.store(false, Relaxed);
 }
@@ -70,6 +72,7 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
     let Some(_guard) = ReentrancyGuard::enter() else {
         return;
     };
+    prefetch(address);
     let site = current_site();
     let block = LiveBlock::new(address as usize, size, site, ITERATION.load(Relaxed));
     shard_of(block.address).lock().insert(block);
@@ -342,19 +345,70 @@ struct LiveShard {
     len: usize,
 }
 
-static LIVE: [SpinLock<LiveShard>; LIVE_SHARDS] = [const {
-    SpinLock::new(LiveShard {
+/// A shard's lock on a cache line of its own: threads working on different shards must
+/// not contend for one line.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+static LIVE: [Padded<SpinLock<LiveShard>>; LIVE_SHARDS] = [const {
+    Padded(SpinLock::new(LiveShard {
         slots: MmapBuf::empty(),
         len: 0,
-    })
+    }))
 }; LIVE_SHARDS];
 
 fn address_hash(address: usize) -> u64 {
     ((address >> 4) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+fn shard_index(address: usize) -> usize {
+    (address_hash(address) >> (64 - SHARD_BITS)) as usize
+}
+
 fn shard_of(address: usize) -> &'static SpinLock<LiveShard> {
-    &LIVE[(address_hash(address) >> (64 - SHARD_BITS)) as usize]
+    &LIVE[shard_index(address)].0
+}
+
+/// Where each shard's slots are, readable without the shard's lock, for prefetching
+/// only: a stale value costs a useless prefetch, never a fault.
+struct SlotsView {
+    base: AtomicUsize,
+    capacity: AtomicUsize,
+}
+
+static VIEWS: [SlotsView; LIVE_SHARDS] = [const {
+    SlotsView {
+        base: AtomicUsize::new(0),
+        capacity: AtomicUsize::new(0),
+    }
+}; LIVE_SHARDS];
+
+fn publish(shard: usize, slots: &MmapBuf<LiveBlock>) {
+    VIEWS[shard]
+        .base
+        .store(slots.as_slice().as_ptr() as usize, Relaxed);
+    VIEWS[shard].capacity.store(slots.capacity(), Relaxed);
+}
+
+/// Starts loading the table line that `address`'s entry lives in, so the cache miss
+/// overlaps the work done before the table is touched (the stack walk, the counters).
+#[inline(always)]
+pub(crate) fn prefetch(address: *mut u8) {
+    let view = &VIEWS[shard_index(address as usize)];
+    let capacity = view.capacity.load(Relaxed);
+    if capacity == 0 {
+        return;
+    }
+    let slot = home_slot(address as usize, capacity);
+    let _line = view
+        .base
+        .load(Relaxed)
+        .wrapping_add(slot * size_of::<LiveBlock>());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(_line as *const i8)
+    };
 }
 
 /// Slot of `address` in a table of `capacity` (a power of two): the hash bits right
@@ -365,8 +419,11 @@ fn home_slot(address: usize, capacity: usize) -> usize {
 
 impl LiveShard {
     fn insert(&mut self, block: LiveBlock) {
-        if (self.len + 1) * 2 > self.slots.capacity() && !self.grow() {
-            return; // Out of memory for bookkeeping: the block goes untracked.
+        if (self.len + 1) * 2 > self.slots.capacity() {
+            if !self.grow() {
+                return; // Out of memory for bookkeeping: the block goes untracked.
+            }
+            publish(shard_index(block.address), &self.slots);
         }
         let capacity = self.slots.capacity();
         let slots = self.slots.as_mut_slice();
@@ -455,10 +512,10 @@ pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
     let _guard = ReentrancyGuard::enter();
     // Copy out under each shard's lock into a buffer sized beforehand: allocating while
     // holding a shard lock could deadlock when that allocation lands in the same shard.
-    let estimate: usize = LIVE.iter().map(|s| s.lock().len).sum();
+    let estimate: usize = LIVE.iter().map(|s| s.0.lock().len).sum();
     let mut blocks: Vec<(u32, u32, u64)> = Vec::with_capacity(estimate + 1024);
     for shard in &LIVE {
-        let shard = shard.lock();
+        let shard = shard.0.lock();
         let room = blocks.capacity() - blocks.len();
         let live = shard.slots.as_slice().iter().filter(|b| b.address != 0);
         blocks.extend(live.take(room).map(|b| (b.site(), b.iteration(), b.size())));
@@ -489,7 +546,7 @@ pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
 pub fn bookkeeping() -> (usize, usize, usize) {
     let (mut blocks, mut table) = (0, 0);
     for shard in &LIVE {
-        let shard = shard.lock();
+        let shard = shard.0.lock();
         blocks += shard.len;
         table += shard.slots.capacity() * size_of::<LiveBlock>();
     }
@@ -501,7 +558,7 @@ pub fn bookkeeping() -> (usize, usize, usize) {
 
 /// Tagged blocks still live, across all shards.
 pub(crate) fn live_tagged_blocks() -> usize {
-    LIVE.iter().map(|s| s.lock().len).sum()
+    LIVE.iter().map(|s| s.0.lock().len).sum()
 }
 
 #[cfg(test)]
