@@ -9,6 +9,8 @@ use leakgate_reports::{ScenarioReport, Verdict};
 const SITES_SHOWN: usize = 3;
 /// Frames printed per site.
 const FRAMES_SHOWN: usize = 6;
+/// Leaked things (descriptors, threads, paths) listed per finding.
+const LEAKED_SHOWN: usize = 10;
 /// Lines of the child's output shown under a crash.
 const OUTPUT_LINES: usize = 20;
 
@@ -41,6 +43,16 @@ pub(crate) fn failure_text(report: &ScenarioReport, report_path: Option<&Path>) 
     {
         if report.findings.len() > 1 {
             let _ = writeln!(out, "{}: {}", finding.resource, finding.message);
+        }
+        for item in finding.leaked.iter().take(LEAKED_SHOWN) {
+            let _ = writeln!(out, "  - {item}");
+        }
+        if finding.leaked.len() > LEAKED_SHOWN {
+            let _ = writeln!(
+                out,
+                "  - … and {} more (all in the report)",
+                finding.leaked.len() - LEAKED_SHOWN
+            );
         }
         for (rank, site) in finding.sites.iter().take(SITES_SHOWN).enumerate() {
             let _ = writeln!(

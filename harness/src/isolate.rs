@@ -59,6 +59,11 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
         .prefix("leakgate-channel-")
         .tempfile()?;
     let mut command = Command::new(std::env::current_exe()?);
+    if cfg!(feature = "jemalloc") && std::env::var_os("MALLOC_CONF").is_none() {
+        // Blocks freed by one thread and parked in its cache still count as allocated;
+        // jemalloc's own tally of cached bytes misses some, which reads as C-heap growth.
+        command.env("MALLOC_CONF", "tcache:false");
+    }
     command
         .args(["--exact", name, "--nocapture"])
         .env(CHANNEL_VAR, channel.path())

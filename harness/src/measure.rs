@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use leakgate_reports::{IterationError, Sample, Series, Site};
 use serde::{Deserialize, Serialize};
 
+use crate::probe::Leaked;
+
 /// Version of the child-to-parent event protocol.
 pub(crate) const PROTOCOL: u32 = 1;
 
@@ -20,6 +22,8 @@ pub(crate) struct Measurement {
     /// Blocks from measured iterations still live after teardown.
     pub survivors_after_teardown: Option<Survivors>,
     pub iteration_error: Option<IterationError>,
+    /// Descriptors, threads and paths present at the end sample and not at the baseline.
+    pub leaked: Leaked,
     pub notes: Vec<String>,
 }
 

@@ -49,17 +49,36 @@ impl<E: Display> IterationResult for Result<(), E> {
     }
 }
 
+/// C-heap bytes that never count as a leak unless set otherwise: jemalloc's own small
+/// allocations (thread and extent bookkeeping) move its total by a few hundred bytes.
+pub const DEFAULT_C_HEAP_TOLERANCE: u64 = 4096;
+
 /// How a scenario is judged; independent of its state type.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Policy {
     /// Resources the scenario is declared to leak.
     pub expect: Vec<Resource>,
-    /// Retained heap bytes after settling that are never a leak.
-    pub heap_tolerance: u64,
+    /// Growth after settling that is never a leak, per resource (default 0).
+    pub tolerances: Vec<(Resource, u64)>,
     /// Allowed heap peak above baseline.
     pub peak_budget: Option<u64>,
     /// Text the top site's first frame of an expected leak must contain.
     pub expect_site: Option<String>,
+}
+
+impl Policy {
+    /// The tolerance for `resource`: as set, else [`DEFAULT_C_HEAP_TOLERANCE`] for the C
+    /// heap and 0 for everything else.
+    pub(crate) fn tolerance(&self, resource: Resource) -> u64 {
+        let default = match resource {
+            Resource::CHeap => DEFAULT_C_HEAP_TOLERANCE,
+            _ => 0,
+        };
+        self.tolerances
+            .iter()
+            .find(|(r, _)| *r == resource)
+            .map_or(default, |(_, amount)| *amount)
+    }
 }
 
 /// Everything about a scenario except its closures.
@@ -69,6 +88,7 @@ pub(crate) struct Spec {
     pub warmup: usize,
     pub iterations: usize,
     pub timeout: Option<Duration>,
+    pub watch_dirs: Vec<PathBuf>,
     pub policy: Policy,
 }
 
@@ -113,9 +133,10 @@ impl Scenario<()> {
                 warmup: 5,
                 iterations: 100,
                 timeout: None,
+                watch_dirs: Vec::new(),
                 policy: Policy {
                     expect: Vec::new(),
-                    heap_tolerance: 0,
+                    tolerances: Vec::new(),
                     peak_budget: None,
                     expect_site: None,
                 },
@@ -189,9 +210,20 @@ impl<S: 'static> Scenario<S> {
         self
     }
 
-    /// Retained heap bytes after settling that never count as a leak (default 0).
-    pub fn heap_tolerance(mut self, bytes: u64) -> Self {
-        self.spec.policy.heap_tolerance = bytes;
+    /// Growth of `resource` after settling that never counts as a leak: bytes for `Heap`,
+    /// `CHeap` and `Disk`, a count for `Fds`, `Threads` and `Files`. The default is 0, or
+    /// [`DEFAULT_C_HEAP_TOLERANCE`] for the C heap. For `Peak`, use
+    /// [`peak_budget`](Self::peak_budget).
+    pub fn tolerance(mut self, resource: Resource, amount: u64) -> Self {
+        self.spec.policy.tolerances.retain(|(r, _)| *r != resource);
+        self.spec.policy.tolerances.push((resource, amount));
+        self
+    }
+
+    /// Also watches `dir` (besides the scratch directory) for leftover files and disk
+    /// growth: a staging directory a restore leaves beside the database, say.
+    pub fn watch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spec.watch_dirs.push(dir.into());
         self
     }
 
@@ -204,9 +236,10 @@ impl<S: 'static> Scenario<S> {
         self
     }
 
-    /// With `expect_leak`: the leak must also be attributed to `function`, i.e. the first
-    /// frame of its top allocation site must contain this text (a path such as
-    /// `my_engine::checkpoint::pin_segment`, or a part of it).
+    /// With `expect_leak`: the first leak declared must also be attributed to `function`:
+    /// the first frame of its top allocation site (heap) or its first leaked item (a descriptor's target,
+    /// a thread's name, a path) must contain this text, such as
+    /// `my_engine::checkpoint::pin_segment` or `db.tmp`.
     pub fn expect_site(mut self, function: impl Into<String>) -> Self {
         self.spec.policy.expect_site = Some(function.into());
         self

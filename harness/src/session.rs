@@ -16,7 +16,7 @@ use leakgate_reports::{IterationError, Site, Verdict};
 use crate::alloc::{self, sites, stack};
 use crate::config::{Config, KeepDirs};
 use crate::measure::{Event, Measurement, Phase, Position, Survivors};
-use crate::probe;
+use crate::probe::{self, Probe};
 use crate::scenario::{Ctx, Scenario};
 use crate::symbolize::symbolize;
 use crate::verdict::{self, MAX_SITES};
@@ -61,13 +61,16 @@ pub(crate) fn run<S>(
         path: scratch.path().to_owned(),
     });
 
+    let mut watched = vec![scratch.path().to_owned()];
+    watched.extend(spec.watch_dirs.iter().cloned());
+    let probe = Probe::new(watched);
     let mut m = Measurement {
         measured_iterations: measured as u32,
         ..Measurement::default()
     };
     m.notes
         .extend(probe::process_heap_note().map(str::to_owned));
-    m.series.pre_setup = Some(probe::sample());
+    m.series.pre_setup = Some(probe.sample());
     at(emit, Phase::Setup, None);
     let ctx = Ctx::new(scratch.path().to_owned(), spec.name.clone());
     let mut state = (scenario.setup)(&ctx);
@@ -94,8 +97,10 @@ pub(crate) fn run<S>(
             );
         }
         m.series.iterations.reserve_exact(measured);
+        // Taken before the baseline sample, so the inventory's memory is part of it.
+        let baseline_inventory = probe.inventory();
         alloc::reset_peak();
-        let baseline = probe::sample();
+        let baseline = probe.sample();
         m.series.baseline = Some(baseline);
         emit(&Event::Sample { sample: baseline });
         if config.sites {
@@ -105,7 +110,7 @@ pub(crate) fn run<S>(
             sites::set_iteration(i as u32);
             at(emit, Phase::Measure, Some(i));
             let outcome = iterate(&mut state, i);
-            let sample = probe::sample();
+            let sample = probe.sample();
             m.series.iterations.push(sample);
             emit(&Event::Sample { sample });
             if let Err(message) = outcome {
@@ -120,9 +125,10 @@ pub(crate) fn run<S>(
             settle(&mut state);
         }
         m.series.settle_attempts = settle_until(config.settle_timeout, || {
-            m.series.end = Some(probe::sample());
-            verdict::heap_settled(&m, &spec.policy)
+            m.series.end = Some(probe.sample());
+            verdict::settled(&m, &spec.policy)
         });
+        m.leaked = probe.inventory().new_since(&baseline_inventory);
     }
     let end_survivors = config.sites.then(sites::survivors);
 
@@ -141,7 +147,7 @@ pub(crate) fn run<S>(
         Duration::ZERO
     };
     settle_until(teardown_wait, || sites::live_tagged_blocks() == 0);
-    m.series.after_teardown = Some(probe::sample());
+    m.series.after_teardown = Some(probe.sample());
     let after_survivors = config.sites.then(sites::survivors);
     sites::clear();
 

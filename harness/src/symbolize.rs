@@ -27,6 +27,11 @@ const INTERNAL_PREFIXES: &[&str] = &[
 /// trims allocator and library frames before the first user frame and the harness frames
 /// after the user's code.
 pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
+    trim(resolve(ips))
+}
+
+/// Every frame of `ips`, inlined calls expanded, untrimmed.
+fn resolve(ips: &[usize]) -> Vec<Frame> {
     let mut frames = Vec::new();
     for &ip in ips {
         let before = frames.len();
@@ -42,12 +47,18 @@ pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
             frames.push(Frame::new(format!("{ip:#x}"), None, None));
         }
     }
-    trim(frames)
+    frames
 }
 
 fn trim(frames: Vec<Frame>) -> Vec<Frame> {
     let Some(first_user) = frames.iter().position(|f| !is_internal(&f.function)) else {
-        return frames.into_iter().take(MAX_FRAMES).collect();
+        // No user code on the stack (a thread's start-up, say): show the library frames
+        // from the first one past the allocator.
+        return frames
+            .into_iter()
+            .skip_while(|f| is_allocator(&f.function))
+            .take(MAX_FRAMES)
+            .collect();
     };
     let mut kept: Vec<Frame> = frames
         .into_iter()
@@ -80,6 +91,23 @@ fn is_internal(function: &str) -> bool {
     // generic parameter (`<T as ToOwned>::to_owned`), a C symbol or an unresolved address:
     // library glue either way.
     !owner.contains("::") || INTERNAL_PREFIXES.iter().any(|p| owner.starts_with(p))
+}
+
+/// Frames of the allocation path itself: leakgate, the allocator shims, `alloc::alloc`.
+fn is_allocator(function: &str) -> bool {
+    let owner = owner(function);
+    [
+        "leakgate::",
+        "__rust",
+        "__rdl_",
+        "__rg_",
+        "_rjem_",
+        "tikv_jemallocator::",
+        "backtrace::",
+        "alloc::alloc::",
+    ]
+    .iter()
+    .any(|p| owner.starts_with(p))
 }
 
 fn is_harness(function: &str) -> bool {
@@ -124,25 +152,37 @@ mod tests {
     }
 
     #[test]
-    fn keeps_everything_when_no_user_frame_exists() {
+    fn without_user_frames_shows_the_library_frames_past_the_allocator() {
+        let trimmed = trim(frames(&[
+            "leakgate::alloc::sites::on_alloc",
+            "__rustc::__rust_alloc",
+            "alloc::alloc::alloc",
+            "std::thread::lifecycle::spawn_unchecked",
+            "std::sys::thread::unix::Thread::new::thread_start",
+        ]));
+        let names: Vec<_> = trimmed.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
-            trim(frames(&["std::rt::lang_start", "alloc::alloc::alloc"])).len(),
-            2
+            names,
+            [
+                "std::thread::lifecycle::spawn_unchecked",
+                "std::sys::thread::unix::Thread::new::thread_start"
+            ]
         );
     }
 
     #[test]
     fn resolves_a_real_address_to_this_function() {
         #[inline(never)]
-        fn here() -> usize {
-            let mut ip = 0;
+        fn here() -> Vec<usize> {
+            let mut ips = Vec::new();
             backtrace::trace(|frame| {
-                ip = frame.ip() as usize;
-                false
+                ips.push(frame.ip() as usize);
+                true
             });
-            ip
+            ips
         }
-        let frames = symbolize(&[here() + 1]);
-        assert!(!frames.is_empty());
+        let frames = resolve(&here());
+        let found = frames.iter().find(|f| f.function.ends_with("::here"));
+        assert!(found.is_some_and(|f| f.line.is_some()), "{frames:?}");
     }
 }

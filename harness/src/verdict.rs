@@ -1,11 +1,15 @@
 //! The verdict: a pure function of a [`Measurement`] and a scenario's [`Policy`].
 //!
-//! A resource leaks when, after settling, it is above its baseline by more than its
-//! tolerance *and* it was still growing: the per-iteration series has a positive robust
-//! (Theil–Sen) slope and set new highs in at least two iterations. That lets through a
-//! lazy static made mid-run (one step), a cache that fills early and then evicts, and a
-//! buffer that grows and then stays (no slope once most pairs of iterations see no
-//! change), and catches steady leaks, every-k-th-iteration leaks and amortised growth
+//! Descriptors, threads and files leak when, after settling, there are more than at the
+//! baseline (beyond their tolerance, default 0): each one is named. Memory and disk
+//! bytes fluctuate, so they leak when, after settling, they are above the baseline by
+//! more than the tolerance *and* were still growing: the per-iteration series has a
+//! positive robust (Theil–Sen) slope, set new highs in at least two iterations, and its
+//! floor (the lowest value of its last quarter against its first) rose. That lets
+//! through a lazy static made mid-run (one step), a cache that fills early and then
+//! evicts, a buffer that grows and then stays (no slope once most pairs of iterations see
+//! no change), and a sawtooth such as a WAL truncated by checkpoints (its floor stays),
+//! and catches steady leaks, every-k-th-iteration leaks and amortised growth
 //! such as a `Vec` that keeps doubling. Surviving blocks grouped by site attribute the
 //! growth; sites whose survivors span most of the run are ranked first, since a leak
 //! leaves blocks from every part of the run and a bounded cache only from its end.
@@ -21,8 +25,8 @@ pub(crate) const MAX_SITES: usize = 10;
 /// Points the slope is fitted on at most (evenly spaced), to bound the pairwise work.
 const MAX_TREND_POINTS: usize = 256;
 
-/// Resources this version measures; expectations of the others are noted, not judged.
-const MEASURED: &[Resource] = &[Resource::Heap, Resource::Peak];
+/// How many leaked things a message names before "and N more".
+const NAMED_IN_MESSAGE: usize = 3;
 
 /// The verdict, its reason, and the leaks found.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,44 +39,50 @@ pub(crate) struct Analysis {
 
 /// Judges a finished measurement.
 pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
-    let mut findings: Vec<Finding> = [heap_finding(m, policy), peak_finding(m, policy)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut findings = findings(m, policy);
     for finding in &mut findings {
         finding.expected = policy.expect.contains(&finding.resource);
     }
-    let notes = policy
+    let mut notes: Vec<String> = policy
         .expect
         .iter()
-        .filter(|r| !MEASURED.contains(r))
-        .map(|r| format!("expect_leak({r}) ignored: this version of leakgate does not measure {r}"))
+        .filter(|r| !measured(m, **r))
+        .map(|r| format!("expect_leak({r}) ignored: {r} was not measured in this run"))
         .collect();
+    if findings.iter().any(|f| f.resource == Resource::CHeap) {
+        notes.push(
+            "C heap sites need jemalloc heap profiling, which this build does not enable"
+                .to_owned(),
+        );
+    }
     let missing: Vec<Resource> = policy
         .expect
         .iter()
         .copied()
-        .filter(|r| MEASURED.contains(r) && !findings.iter().any(|f| f.resource == *r))
+        .filter(|r| measured(m, *r) && !findings.iter().any(|f| f.resource == *r))
         .collect();
     let unexpected = findings.iter().find(|f| !f.expected);
-    let sites_recorded = m.survivors.recorded;
-    let misattributed = policy
-        .expect_site
-        .as_deref()
-        .filter(|_| sites_recorded)
-        .and_then(|wanted| {
-            let finding = findings
-                .iter()
-                .find(|f| f.expected && f.resource != Resource::Peak)?;
-            let top = finding.sites.first().and_then(|s| s.frames.first());
-            let found = top.map_or("no site", |frame| frame.function.as_str());
-            (!found.contains(wanted)).then(|| {
-                format!(
-                    "expected the {} leak's top site in {wanted}, found {found}",
-                    finding.resource
-                )
-            })
-        });
+    let misattributed = policy.expect_site.as_deref().and_then(|wanted| {
+        // The attribution belongs to the first leak declared.
+        let first = *policy.expect.first()?;
+        let finding = findings.iter().find(|f| f.resource == first)?;
+        let top = match finding.resource {
+            Resource::Heap if !m.survivors.recorded => return None,
+            Resource::Heap | Resource::CHeap => finding
+                .sites
+                .first()
+                .and_then(|s| s.frames.first())
+                .map(|f| f.function.as_str()),
+            _ => finding.leaked.first().map(String::as_str),
+        };
+        let found = top.unwrap_or("nothing named");
+        (!found.contains(wanted)).then(|| {
+            format!(
+                "expected the {} leak's top site in {wanted}, found {found}",
+                finding.resource
+            )
+        })
+    });
     let (verdict, summary) = if let Some(error) = &m.iteration_error {
         let phase = if error.phase == "warmup" {
             "warm-up iteration"
@@ -108,10 +118,50 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
     }
 }
 
-/// Whether the heap has come back far enough that settling may stop: no heap finding
-/// would be made from what was measured so far.
+/// Every leak the measurement shows, expected or not.
+fn findings(m: &Measurement, policy: &Policy) -> Vec<Finding> {
+    [
+        heap_finding(m, policy),
+        c_heap_finding(m, policy),
+        count_finding(m, policy, Resource::Fds, |s| s.fds, &m.leaked.fds),
+        count_finding(
+            m,
+            policy,
+            Resource::Threads,
+            |s| s.threads,
+            &m.leaked.threads,
+        ),
+        count_finding(m, policy, Resource::Files, |s| s.files, &m.leaked.files),
+        growth_finding(m, policy, Resource::Disk, |s| s.disk_bytes),
+        peak_finding(m, policy),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Whether everything has come back far enough that settling may stop: no finding would
+/// be made from what was measured so far.
+pub(crate) fn settled(m: &Measurement, policy: &Policy) -> bool {
+    findings(m, policy).is_empty()
+}
+
+/// Whether the heap alone has come back.
 pub(crate) fn heap_settled(m: &Measurement, policy: &Policy) -> bool {
     heap_finding(m, policy).is_none()
+}
+
+/// Whether this run measured `resource` at all.
+fn measured(m: &Measurement, resource: Resource) -> bool {
+    let Some(baseline) = m.series.baseline else {
+        return true; // Nothing was measured; the missing leak is then what fails.
+    };
+    match resource {
+        Resource::CHeap => baseline.c_heap_bytes.is_some(),
+        Resource::Fds => baseline.fds.is_some(),
+        Resource::Threads => baseline.threads.is_some(),
+        _ => true,
+    }
 }
 
 fn retained(m: &Measurement) -> Option<i64> {
@@ -130,19 +180,86 @@ fn clean_summary(m: &Measurement) -> String {
     }
 }
 
-fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
-    let retained = retained(m)?;
-    if retained <= i64::try_from(policy.heap_tolerance).unwrap_or(i64::MAX) {
+fn tolerance(policy: &Policy, resource: Resource) -> i64 {
+    i64::try_from(policy.tolerance(resource)).unwrap_or(i64::MAX)
+}
+
+/// A byte count that is above its baseline after settling and was still growing.
+fn growth_finding(
+    m: &Measurement,
+    policy: &Policy,
+    resource: Resource,
+    value: fn(&leakgate_reports::Sample) -> Option<u64>,
+) -> Option<Finding> {
+    let baseline = value(&m.series.baseline?)?;
+    let retained = value(&m.series.end?)? as i64 - baseline as i64;
+    if retained <= tolerance(policy, resource) {
         return None;
     }
-    let baseline = m.series.baseline?.heap_bytes;
-    let series: Vec<u64> = m.series.iterations.iter().map(|s| s.heap_bytes).collect();
-    let trend = Trend::of(baseline, &series);
-    if !(trend.slope > 0.0 && trend.new_highs >= 2) {
+    let series: Vec<u64> = m.series.iterations.iter().filter_map(value).collect();
+    if !Trend::of(baseline, &series).is_growth(tolerance(policy, resource)) {
         return None;
     }
     let measured = series.len() as u32;
-    let mut finding = Finding::new(Resource::Heap, retained, measured);
+    let mut finding = Finding::new(resource, retained, measured);
+    let what = match resource {
+        Resource::CHeap => "C heap",
+        Resource::Disk => "disk usage",
+        _ => resource.name(),
+    };
+    finding.message = format!(
+        "{what} grew {} over {measured} measured iterations ({}/iteration)",
+        bytes(retained),
+        bytes(finding.per_iteration.round() as i64),
+    );
+    Some(finding)
+}
+
+/// A count of named things (descriptors, threads, paths) above its baseline after settling.
+fn count_finding(
+    m: &Measurement,
+    policy: &Policy,
+    resource: Resource,
+    value: fn(&leakgate_reports::Sample) -> Option<u64>,
+    leaked: &[String],
+) -> Option<Finding> {
+    let baseline = value(&m.series.baseline?)?;
+    let grown = value(&m.series.end?)? as i64 - baseline as i64;
+    if grown <= tolerance(policy, resource) {
+        return None;
+    }
+    let mut finding = Finding::new(resource, grown, m.series.iterations.len() as u32);
+    finding.leaked = leaked.to_vec();
+    let what = match resource {
+        Resource::Fds => "file descriptors left open",
+        Resource::Threads => "threads still running",
+        _ => "paths left behind",
+    };
+    let mut named = leaked
+        .iter()
+        .take(NAMED_IN_MESSAGE)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if leaked.len() > NAMED_IN_MESSAGE {
+        named += &format!(" and {} more", leaked.len() - NAMED_IN_MESSAGE);
+    }
+    finding.message = format!("{grown} {what} after settling: {named}");
+    Some(finding)
+}
+
+/// The C heap is jemalloc's total less the Rust heap; jemalloc counts whole size classes
+/// where leakgate counts requested bytes, so Rust growth leaves up to as much again in the
+/// difference. Only growth beyond that slack is the C heap's own.
+fn c_heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
+    let finding = growth_finding(m, policy, Resource::CHeap, |s| s.c_heap_bytes)?;
+    let rust_growth = retained(m).unwrap_or(0).max(0);
+    (finding.growth > rust_growth).then_some(finding)
+}
+
+fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
+    let mut finding = growth_finding(m, policy, Resource::Heap, |s| Some(s.heap_bytes))?;
+    let (retained, measured) = (finding.growth, finding.measured_iterations);
     finding.leaking_iterations = m.survivors.iterations;
     finding.sites = m.survivors.sites.iter().take(MAX_SITES).cloned().collect();
     finding.held_after_teardown = m
@@ -211,6 +328,10 @@ pub(crate) struct Trend {
     pub slope: f64,
     /// Iterations that rose above every earlier value (and the baseline).
     pub new_highs: u32,
+    /// How far the lowest value of the last quarter of the series lies above the lowest
+    /// of the first quarter. A sawtooth (a WAL truncated by checkpoints, a memtable
+    /// flushed when full) keeps returning to its floor; a leak raises the floor.
+    pub floor_rise: i64,
 }
 
 impl Trend {
@@ -223,10 +344,19 @@ impl Trend {
                 new_highs += 1;
             }
         }
+        let quarter = series.len().div_ceil(4);
+        let floor = |part: &[u64]| part.iter().copied().min().unwrap_or(0) as i64;
         Self {
             slope: theil_sen(series),
             new_highs,
+            floor_rise: floor(&series[series.len() - quarter..]) - floor(&series[..quarter]),
         }
+    }
+
+    /// Still growing: a positive slope, new highs in at least two iterations, and a floor
+    /// that rose by more than `tolerance`.
+    pub(crate) fn is_growth(&self, tolerance: i64) -> bool {
+        self.slope > 0.0 && self.new_highs >= 2 && self.floor_rise > tolerance
     }
 }
 
@@ -263,7 +393,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             expect: Vec::new(),
-            heap_tolerance: 0,
+            tolerances: Vec::new(),
             peak_budget: None,
             expect_site: None,
         }
@@ -348,6 +478,12 @@ mod tests {
     }
 
     #[test]
+    fn passes_a_sawtooth_that_keeps_returning_to_its_floor() {
+        // A memtable flushed when full, or a WAL truncated by checkpoints.
+        assert!(!heap_leak(&series(200, |i| 4096 * (i as u64 % 10))));
+    }
+
+    #[test]
     fn passes_when_deferred_frees_bring_the_end_back_to_baseline() {
         let s = series(200, |i| 4096 * (i as u64 % 3 + i as u64 / 50));
         assert_eq!(
@@ -360,7 +496,7 @@ mod tests {
     fn tolerance_absorbs_small_growth() {
         let s = series(200, |i| 16 * (i as u64 + 1));
         let mut p = policy();
-        p.heap_tolerance = 4096;
+        p.tolerances.push((Resource::Heap, 4096));
         assert_eq!(
             analyze(&measured(&s, *s.last().unwrap()), &p).verdict,
             Verdict::Pass
@@ -409,11 +545,62 @@ mod tests {
     #[test]
     fn expectations_of_unmeasured_resources_are_noted_not_judged() {
         let mut p = policy();
-        p.expect.push(Resource::Fds);
+        p.expect.push(Resource::CHeap);
         let clean = series(10, |_| 0);
         let analysis = analyze(&measured(&clean, BASE), &p);
         assert_eq!(analysis.verdict, Verdict::Pass);
-        assert!(analysis.notes[0].contains("fds"));
+        assert!(
+            analysis.notes[0].contains("c_heap was not measured"),
+            "{:?}",
+            analysis.notes
+        );
+    }
+
+    #[test]
+    fn leftover_descriptors_threads_and_paths_are_named_without_needing_a_trend() {
+        let mut m = measured(&series(10, |_| 0), BASE);
+        let counts = |s: &mut Sample, n: u64| {
+            (s.fds, s.threads, s.files) = (Some(10 + n), Some(3 + n), Some(4 + n));
+        };
+        counts(m.series.baseline.as_mut().unwrap(), 0);
+        counts(m.series.end.as_mut().unwrap(), 1);
+        m.leaked.fds = vec!["fd 9 -> /tmp/x/segment-1".into()];
+        m.leaked.threads = vec!["parked (tid 7)".into()];
+        m.leaked.files = vec!["/tmp/x/db.tmp".into()];
+        let analysis = analyze(&m, &policy());
+        let kinds: Vec<Resource> = analysis.findings.iter().map(|f| f.resource).collect();
+        assert_eq!(kinds, [Resource::Fds, Resource::Threads, Resource::Files]);
+        assert_eq!(
+            analysis.summary,
+            "1 file descriptors left open after settling: fd 9 -> /tmp/x/segment-1"
+        );
+        assert_eq!(analysis.findings[2].leaked, ["/tmp/x/db.tmp"]);
+        let mut p = policy();
+        p.tolerances = vec![
+            (Resource::Fds, 1),
+            (Resource::Threads, 1),
+            (Resource::Files, 1),
+        ];
+        assert_eq!(analyze(&m, &p).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn disk_and_c_heap_need_a_trend_like_the_heap() {
+        let mut m = measured(&series(100, |_| 0), BASE);
+        for (i, s) in m.series.iterations.iter_mut().enumerate() {
+            s.disk_bytes = Some(4096 * (i as u64 % 10)); // a WAL truncated every 10
+            s.c_heap_bytes = Some(1000 + 64 * i as u64); // malloc without free
+        }
+        m.series.baseline.as_mut().unwrap().disk_bytes = Some(0);
+        m.series.baseline.as_mut().unwrap().c_heap_bytes = Some(1000);
+        m.series.end.as_mut().unwrap().disk_bytes = Some(4096 * 9);
+        m.series.end.as_mut().unwrap().c_heap_bytes = Some(1000 + 64 * 100);
+        let kinds: Vec<Resource> = analyze(&m, &policy())
+            .findings
+            .iter()
+            .map(|f| f.resource)
+            .collect();
+        assert_eq!(kinds, [Resource::CHeap]);
     }
 
     #[test]

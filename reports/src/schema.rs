@@ -173,6 +173,9 @@ pub struct Finding {
     pub held_after_teardown: Option<i64>,
     /// Where the leaked memory was allocated, largest first (empty when not known).
     pub sites: Vec<Site>,
+    /// The leaked things by name: new descriptors with their targets, new threads with
+    /// their names, leftover paths.
+    pub leaked: Vec<String>,
 }
 
 impl Finding {
@@ -188,6 +191,7 @@ impl Finding {
             measured_iterations,
             held_after_teardown: None,
             sites: Vec::new(),
+            leaked: Vec::new(),
         }
     }
 }
@@ -359,6 +363,19 @@ pub struct Sample {
     pub process_active: Option<u64>,
     /// jemalloc `stats.resident`.
     pub process_resident: Option<u64>,
+    /// Live bytes of C and C++ code's `malloc`: jemalloc's `stats.allocated` less the
+    /// Rust heap when the Rust heap is served by jemalloc too.
+    pub c_heap_bytes: Option<u64>,
+    /// Open file descriptors.
+    pub fds: Option<u64>,
+    /// Live threads of the process.
+    pub threads: Option<u64>,
+    /// Files and directories under the scenario's and the watched directories.
+    pub files: Option<u64>,
+    /// Bytes of the regular files under those directories.
+    pub disk_bytes: Option<u64>,
+    /// Resident set size of the process, for context.
+    pub rss_bytes: Option<u64>,
 }
 
 impl Sample {

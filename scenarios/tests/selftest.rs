@@ -6,7 +6,10 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{LazyLock, Mutex, OnceLock};
@@ -110,6 +113,64 @@ impl Drop for Worker {
         drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
             thread.join().unwrap();
+        }
+    }
+}
+
+#[inline(never)]
+fn open_and_forget(segment: &Path) -> std::io::Result<()> {
+    std::mem::forget(File::open(segment)?);
+    Ok(())
+}
+
+#[inline(never)]
+fn spawn_and_abandon() {
+    // Parked forever and never joined: the thread outlives every iteration.
+    let _ = thread::Builder::new()
+        .name("parked-worker".into())
+        .spawn(|| {
+            loop {
+                thread::park();
+            }
+        });
+}
+
+/// A restore that stages into `restore.tmp` and fails before it renames or cleans up
+/// (Apache Kvrocks's `db.tmp`).
+#[inline(never)]
+fn restore_failing_midway(dir: &Path, cleanup: bool) -> std::io::Result<()> {
+    let staging = dir.join("restore.tmp");
+    std::fs::create_dir_all(&staging)?;
+    std::fs::write(staging.join("CURRENT"), b"MANIFEST-000001")?;
+    let failed = true; // the injected failure
+    if failed && cleanup {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    Ok(())
+}
+
+/// Appends a record to the WAL, truncating it every `checkpoint_every` records (never
+/// when `None`: a checkpoint that cannot complete, as rqlite's could not).
+#[inline(never)]
+fn append_to_wal(dir: &Path, i: usize, checkpoint_every: Option<usize>) -> std::io::Result<()> {
+    let path = dir.join("wal");
+    if checkpoint_every.is_some_and(|n| i.is_multiple_of(n)) {
+        File::create(&path)?;
+    }
+    let mut wal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    wal.write_all(&[i as u8; 4096])
+}
+
+#[inline(never)]
+fn c_malloc(free: bool) {
+    // SAFETY: a plain malloc, freed at once or deliberately leaked; never dereferenced.
+    unsafe {
+        let block = black_box(libc::malloc(256));
+        if free {
+            libc::free(block);
         }
     }
 }
@@ -221,6 +282,87 @@ fn main() -> std::process::ExitCode {
             leaky("leak/background_thread", "selftest::worker_leak")
                 .setup(|_| Worker::start(worker_leak))
                 .iterate(|worker, i| worker.run(i)),
+        )
+        // Beyond the Rust heap: each leak names what leaked, next to its clean twin.
+        .scenario(
+            Scenario::new("leak/forgotten_file")
+                .iterations(50)
+                .setup(|ctx| {
+                    let segment = ctx.dir().join("segment-0");
+                    std::fs::write(&segment, b"records").unwrap();
+                    segment
+                })
+                .iterate(|segment: &mut PathBuf, _| open_and_forget(segment))
+                .expect_leak(Resource::Fds)
+                .expect_site("segment-"),
+        )
+        .scenario(
+            Scenario::new("clean/fd_churn")
+                .iterations(50)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, i| -> std::io::Result<()> {
+                    File::create(dir.join(format!("segment-{}", i % 3)))?.write_all(b"x")
+                }),
+        )
+        .scenario(
+            Scenario::new("leak/parked_thread_never_joined")
+                .iterations(20)
+                .iterate(|_, _| spawn_and_abandon())
+                .expect_leak(Resource::Threads)
+                // A thread that never exits keeps its own allocations too, Rust's and libc's.
+                .expect_leak(Resource::Heap)
+                .expect_leak(Resource::CHeap)
+                .expect_site("parked-worker"),
+        )
+        .scenario(
+            Scenario::new("clean/thread_spawn_and_join")
+                .iterations(20)
+                .iterate(|_, i| {
+                    thread::spawn(move || black_box(i))
+                        .join()
+                        .map(drop)
+                        .map_err(|_| "panicked")
+                }),
+        )
+        .scenario(
+            Scenario::new("leak/staging_dir_left_on_error")
+                .warmup(0)
+                .iterations(20)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, _| restore_failing_midway(dir, false))
+                .expect_leak(Resource::Files)
+                .expect_site("restore.tmp"),
+        )
+        .scenario(
+            Scenario::new("clean/staging_dir_removed_on_error")
+                .warmup(0)
+                .iterations(20)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, _| restore_failing_midway(dir, true)),
+        )
+        .scenario(
+            Scenario::new("leak/wal_never_checkpointed")
+                .iterations(100)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, i| append_to_wal(dir, i, None))
+                .expect_leak(Resource::Disk),
+        )
+        .scenario(
+            Scenario::new("clean/wal_truncated_by_checkpoints")
+                .iterations(100)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, i| append_to_wal(dir, i, Some(8))),
+        )
+        .scenario(
+            Scenario::new("leak/c_malloc_without_free")
+                .iterations(200)
+                .iterate(|_, _| c_malloc(false))
+                .expect_leak(Resource::CHeap),
+        )
+        .scenario(
+            Scenario::new("clean/c_malloc_freed")
+                .iterations(200)
+                .iterate(|_, _| c_malloc(true)),
         )
         .scenario(
             Scenario::new("clean/bounded_cache")
