@@ -65,8 +65,10 @@
 //! ## What counts as a leak
 //!
 //! After settling, live heap bytes exceed the baseline by more than the tolerance
-//! (`.heap_tolerance`, default 0) and the per-iteration series rises: a positive
-//! Theil–Sen slope and new highs in at least two iterations. A scenario declared with
+//! (`.tolerance(Resource::Heap, ..)`, default 0) and the per-iteration series rises: a
+//! positive Theil–Sen slope, new highs in at least two iterations and a rising floor.
+//! Descriptors, threads and paths leak when more exist after settling than at the
+//! baseline. A scenario declared with
 //! `.expect_leak(Resource::Heap)` passes only when that leak is found.
 //!
 //! # Configuration
@@ -84,8 +86,10 @@
 //!   DWARF unwinding, which is correct but costs microseconds per allocation.
 //! - The heap peak is exact per thread to 16 KiB and, across `t` threads, may be off by
 //!   up to `t × 16 KiB`.
-//! - Only the Rust heap and its peak are judged in this version; file descriptors,
-//!   threads, files, disk and the C heap are accepted by `expect_leak` and noted.
+//! - Besides the Rust heap, each sample counts the C heap (jemalloc's live bytes less the
+//!   Rust heap), open descriptors, threads, and the paths and bytes under the scratch
+//!   directory and every `watch_dir`; leftovers are named. C-heap sites, sites at the
+//!   peak, memory limits and fault injection are not there yet.
 #![deny(missing_docs)]
 
 mod alloc;
