@@ -95,6 +95,7 @@
 mod alloc;
 mod config;
 mod console;
+pub mod fault;
 mod gate;
 mod isolate;
 mod measure;

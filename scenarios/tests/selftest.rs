@@ -16,6 +16,7 @@ use std::sync::{LazyLock, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use leakgate::fault::{self, failpoints, failpoints::fail::fail_point};
 use leakgate::{Gate, Resource, Scenario};
 
 leakgate::global_allocator!();
@@ -135,18 +136,56 @@ fn spawn_and_abandon() {
         });
 }
 
-/// A restore that stages into `restore.tmp` and fails before it renames or cleans up
-/// (Apache Kvrocks's `db.tmp`).
+/// Restores `backup` into `dir/db` through the staging directory `dir/restore.tmp`, as
+/// Apache Kvrocks restores through `db.tmp`. `clean_up` says whether the error path removes
+/// the staging directory; when it does not, the leftover also makes every later restore
+/// fail (`create_dir` finds it), which is the incident.
 #[inline(never)]
-fn restore_failing_midway(dir: &Path, cleanup: bool) -> std::io::Result<()> {
+fn restore(dir: &Path, backup: &[u8], clean_up: bool) -> std::io::Result<()> {
     let staging = dir.join("restore.tmp");
-    std::fs::create_dir_all(&staging)?;
-    std::fs::write(staging.join("CURRENT"), b"MANIFEST-000001")?;
-    let failed = true; // the injected failure
-    if failed && cleanup {
+    let staged = (|| {
+        std::fs::create_dir(&staging)?;
+        std::fs::write(staging.join("CURRENT"), backup)?;
+        fail_point!("restore::before_rename", |_| Err(std::io::Error::other(
+            "injected failure"
+        )));
+        let db = dir.join("db");
+        if db.exists() {
+            std::fs::remove_dir_all(&db)?;
+        }
+        std::fs::rename(&staging, &db)
+    })();
+    if staged.is_err() && clean_up {
         std::fs::remove_dir_all(&staging)?;
     }
+    staged
+}
+
+/// A restore that must fail under the injected fault; then, when it cleans up, the next
+/// restore must succeed.
+fn failed_restore(
+    dir: &Path,
+    clean_up: bool,
+    inject: impl FnOnce(&dyn Fn() -> std::io::Result<()>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let backup = vec![7u8; 64 << 10];
+    let attempt = || restore(dir, &backup, clean_up);
+    if inject(&attempt).is_ok() {
+        return Err("the restore should have failed under the injected fault".to_owned());
+    }
+    if clean_up {
+        attempt().map_err(|e| format!("the restore after a failed one failed: {e}"))?;
+    }
     Ok(())
+}
+
+fn disk_full_midway(attempt: &dyn Fn() -> std::io::Result<()>) -> std::io::Result<()> {
+    fault::disk_full(16 << 10, attempt)
+}
+
+fn failpoint_before_rename(attempt: &dyn Fn() -> std::io::Result<()>) -> std::io::Result<()> {
+    let _armed = failpoints::arm("restore::before_rename", 1).map_err(std::io::Error::other)?;
+    attempt()
 }
 
 /// Appends a record to the WAL, truncating it every `checkpoint_every` records (never
@@ -325,20 +364,34 @@ fn main() -> std::process::ExitCode {
                 }),
         )
         .scenario(
-            Scenario::new("leak/staging_dir_left_on_error")
+            Scenario::new("leak/restore_on_a_full_disk_leaves_staging")
                 .warmup(0)
                 .iterations(20)
                 .setup(|ctx| ctx.dir().to_path_buf())
-                .iterate(|dir: &mut PathBuf, _| restore_failing_midway(dir, false))
+                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, false, disk_full_midway))
                 .expect_leak(Resource::Files)
                 .expect_site("restore.tmp"),
         )
         .scenario(
-            Scenario::new("clean/staging_dir_removed_on_error")
+            Scenario::new("clean/restore_on_a_full_disk_cleans_up")
+                .iterations(20)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, true, disk_full_midway)),
+        )
+        .scenario(
+            Scenario::new("leak/restore_failpoint_leaves_staging")
                 .warmup(0)
                 .iterations(20)
                 .setup(|ctx| ctx.dir().to_path_buf())
-                .iterate(|dir: &mut PathBuf, _| restore_failing_midway(dir, true)),
+                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, false, failpoint_before_rename))
+                .expect_leak(Resource::Files)
+                .expect_site("restore.tmp"),
+        )
+        .scenario(
+            Scenario::new("clean/restore_failpoint_cleans_up")
+                .iterations(20)
+                .setup(|ctx| ctx.dir().to_path_buf())
+                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, true, failpoint_before_rename)),
         )
         .scenario(
             Scenario::new("leak/wal_never_checkpointed")
