@@ -3,21 +3,34 @@
 
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
+use leakgate::fault::pages::Pages;
 use leakgate::{Gate, Scenario};
 
 leakgate::global_allocator!();
 
-/// Follows page links recursively with no visited set, as a recovery walk over a
-/// B+tree would: a torn write that links pages into a cycle recurses until the stack is
-/// gone (bbolt after power loss).
+/// Follows the `next` links of a page file recursively with no visited set, as a
+/// recovery walk over a B+tree would: once a misdirected write links pages into a cycle,
+/// it recurses until the stack is gone (bbolt after power loss).
 #[inline(never)]
-fn walk(pages: &[usize], page: usize) -> usize {
-    let frame = std::hint::black_box([page; 512]);
-    let rest = match pages[page] {
-        0 => 0,
-        next => walk(pages, next),
-    };
+fn walk(pages: &Pages, page: u64) -> u64 {
+    let contents = pages.read_page(page).expect("page reads");
+    let next = u64::from_le_bytes(contents[..8].try_into().expect("a page holds a link"));
+    let frame = std::hint::black_box([page; 64]);
+    let rest = if next == 0 { 0 } else { walk(pages, next) };
     1 + rest + frame[0] % 2
+}
+
+/// A file of four 16-byte pages linked 0 → 1 → 2 → 3 → end.
+fn page_chain(dir: &Path) -> PathBuf {
+    let path = dir.join("tree.db");
+    let links: Vec<u8> = [1u64, 2, 3, 0]
+        .iter()
+        .flat_map(|next| [next.to_le_bytes(), [0; 8]].concat())
+        .collect();
+    std::fs::write(&path, links).expect("the page file is written");
+    path
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,10 +64,15 @@ fn main() -> std::process::ExitCode {
             Scenario::new("crash/stack_overflow")
                 .warmup(0)
                 .iterations(20)
-                .iterate(|_, i| {
+                .setup(|ctx| page_chain(ctx.dir()))
+                .iterate(|path: &mut PathBuf, i| -> std::io::Result<()> {
+                    let mut pages = Pages::open(&*path, 16)?;
                     if i == 1 {
-                        std::hint::black_box(walk(&[0, 2, 3, 1], 1));
+                        // Page 3 now links back to 2: 2 → 3 → 2 → …
+                        pages.duplicate(1, 3)?;
                     }
+                    std::hint::black_box(walk(&pages, 0));
+                    Ok(())
                 }),
         )
         .scenario(
