@@ -24,6 +24,8 @@ pub(crate) struct Measurement {
     pub iteration_error: Option<IterationError>,
     /// Descriptors, threads and paths present at the end sample and not at the baseline.
     pub leaked: Leaked,
+    /// The sites live at the heap's highest point, largest first (with a peak budget).
+    pub peak_sites: Vec<Site>,
     pub notes: Vec<String>,
 }
 

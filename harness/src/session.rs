@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use leakgate_reports::{IterationError, Site, Verdict};
 
-use crate::alloc::{self, sites, stack};
+use crate::alloc::{self, peak, sites, stack};
 use crate::config::{Config, KeepDirs};
 use crate::measure::{Event, Measurement, Phase, Position, Survivors};
 use crate::probe::{self, Probe};
@@ -104,6 +104,9 @@ pub(crate) fn run<S>(
         m.series.baseline = Some(baseline);
         emit(&Event::Sample { sample: baseline });
         if config.sites {
+            if spec.policy.peak_budget.is_some() {
+                peak::arm(baseline.heap_bytes);
+            }
             sites::start(0);
         }
         for i in 0..measured {
@@ -157,6 +160,9 @@ pub(crate) fn run<S>(
     }
     m.survivors_after_teardown =
         after_survivors.map(|(sites, iterations)| resolve(sites, iterations, measured as u32));
+    if config.sites && spec.policy.peak_budget.is_some() {
+        m.peak_sites = peak_sites();
+    }
 
     let failed = verdict::analyze(&m, &spec.policy).verdict != Verdict::Pass;
     if config.keep_dirs == KeepDirs::Always || (failed && config.keep_dirs == KeepDirs::OnFailure) {
@@ -213,6 +219,18 @@ fn resolve(raw: Vec<sites::SiteSurvivors>, iterations: u32, measured: u32) -> Su
         iterations,
         sites: reported,
     }
+}
+
+/// The sites that made the heap's peak, symbolized.
+fn peak_sites() -> Vec<Site> {
+    let (top, _) = peak::top(MAX_SITES);
+    top.into_iter()
+        .map(|(id, bytes)| {
+            let mut site = Site::new(bytes, 0, 0, 0, 0);
+            site.frames = symbolize(&sites::site_frames(id));
+            site
+        })
+        .collect()
 }
 
 /// Whether this process's global allocator is leakgate's: an allocation must move its

@@ -67,8 +67,8 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         let first = *policy.expect.first()?;
         let finding = findings.iter().find(|f| f.resource == first)?;
         let top = match finding.resource {
-            Resource::Heap if !m.survivors.recorded => return None,
-            Resource::Heap | Resource::CHeap => finding
+            Resource::Heap | Resource::Peak if !m.survivors.recorded => return None,
+            Resource::Heap | Resource::CHeap | Resource::Peak => finding
                 .sites
                 .first()
                 .and_then(|s| s.frames.first())
@@ -302,6 +302,7 @@ fn peak_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
         above as i64,
         m.series.iterations.len() as u32,
     );
+    finding.sites = m.peak_sites.clone();
     finding.message = format!(
         "heap peaked {} above baseline, over its budget of {}",
         bytes(above as i64),

@@ -214,6 +214,25 @@ fn c_malloc(free: bool) {
     }
 }
 
+/// Point-in-time restore that collects the whole log before applying it (MatrixOne PITR):
+/// its peak grows with the log.
+#[inline(never)]
+fn replay_whole_log(records: usize) -> usize {
+    let log: Vec<Vec<u8>> = (0..records).map(|i| vec![i as u8; 1024]).collect();
+    black_box(&log).len()
+}
+
+/// The same replay, applying the log in batches of 16 records.
+#[inline(never)]
+fn replay_in_batches(records: usize) -> usize {
+    (0..records.div_ceil(16))
+        .map(|batch| {
+            let records: Vec<Vec<u8>> = (0..16).map(|i| vec![(batch + i) as u8; 1024]).collect();
+            black_box(&records).len()
+        })
+        .sum()
+}
+
 // ----- clean patterns ------------------------------------------------------------------
 
 static LOOKUP: LazyLock<Vec<u64>> = LazyLock::new(|| (0..512).collect());
@@ -392,6 +411,24 @@ fn main() -> std::process::ExitCode {
                 .iterations(20)
                 .setup(|ctx| ctx.dir().to_path_buf())
                 .iterate(|dir: &mut PathBuf, _| failed_restore(dir, true, failpoint_before_rename)),
+        )
+        .scenario(
+            Scenario::new("leak/pitr_replay_holds_the_whole_log")
+                .iterations(10)
+                .peak_budget(256 << 10)
+                .iterate(|_, _| {
+                    black_box(replay_whole_log(4096));
+                })
+                .expect_leak(Resource::Peak)
+                .expect_site("replay_whole_log"),
+        )
+        .scenario(
+            Scenario::new("clean/pitr_replay_in_batches")
+                .iterations(10)
+                .peak_budget(256 << 10)
+                .iterate(|_, _| {
+                    black_box(replay_in_batches(4096));
+                }),
         )
         .scenario(
             Scenario::new("leak/wal_never_checkpointed")

@@ -13,6 +13,7 @@
 //! ```
 
 mod counters;
+pub(crate) mod peak;
 mod raw;
 pub(crate) mod sites;
 pub(crate) mod stack;

@@ -80,6 +80,9 @@ impl<T> Drop for SpinGuard<'_, T> {
 /// Implement only for plain-old-data types whose all-zero bytes are a valid value.
 pub(crate) unsafe trait Zeroable: Copy {}
 
+// SAFETY: an integer; zero is a value like any other.
+unsafe impl Zeroable for u64 {}
+
 /// A fixed-capacity array of `T` in its own anonymous mapping, zero-initialised.
 pub(crate) struct MmapBuf<T: Zeroable> {
     ptr: *mut T,

@@ -16,6 +16,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use super::ReentrancyGuard;
+use super::peak;
 use super::raw::{MmapBuf, SpinLock, Zeroable};
 use super::stack::{self, DEPTH};
 
@@ -53,6 +54,7 @@ pub(crate) fn set_iteration(iteration: u32) {
 /// Stops tagging new blocks; blocks already tagged stay in the table until freed.
 pub fn stop() {
     RECORDING.store(false, Relaxed);
+    peak::disarm();
 }
 
 /// Forgets every tagged block.
@@ -76,13 +78,17 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
     let site = current_site();
     let block = LiveBlock::new(address as usize, size, site, ITERATION.load(Relaxed));
     shard_of(block.address).lock().insert(block);
+    peak::add(site, size as u64);
 }
 
 /// Removes a freed block's entry, if it has one. Called while [`table_in_use`].
 #[inline(never)]
 pub(crate) fn on_dealloc(address: *mut u8) {
     let address = address as usize;
-    shard_of(address).lock().remove(address);
+    let removed = shard_of(address).lock().remove(address);
+    if let Some(block) = removed {
+        peak::sub(block.site(), block.size());
+    }
 }
 
 /// The entry of a block about to be reallocated, taken out of the table.
@@ -92,13 +98,18 @@ pub(crate) struct Taken(Option<LiveBlock>);
 /// Takes `address`'s entry out before `realloc` may free the block.
 #[inline(never)]
 pub(crate) fn take(address: *mut u8) -> Taken {
-    Taken(shard_of(address as usize).lock().remove(address as usize))
+    let removed = shard_of(address as usize).lock().remove(address as usize);
+    if let Some(block) = removed {
+        peak::sub(block.site(), block.size());
+    }
+    Taken(removed)
 }
 
 /// Puts an entry back after a failed `realloc` left the block where it was.
 pub(crate) fn restore(address: *mut u8, taken: Taken) {
     if let Some(block) = taken.0 {
         shard_of(address as usize).lock().insert(block);
+        peak::add(block.site(), block.size());
     }
 }
 
@@ -111,6 +122,7 @@ pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
     } else if let Some(block) = taken.0 {
         let moved = LiveBlock::new(new as usize, new_size, block.site(), block.iteration());
         shard_of(moved.address).lock().insert(moved);
+        peak::add(moved.site(), moved.size());
     }
 }
 
@@ -211,6 +223,7 @@ impl Interner {
         record.len = frames.len();
         record.frames[..frames.len()].copy_from_slice(frames);
         self.len += 1;
+        peak::SITES_IN_USE.store(self.len, Relaxed);
         insert_index(self.index.as_mut_slice(), IndexSlot { hash, site });
         site
     }
