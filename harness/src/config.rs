@@ -7,6 +7,7 @@
 //! | `LEAKGATE_SETTLE_TIMEOUT` | a duration | `1s` of retries for deferred frees |
 //! | `LEAKGATE_KEEP_DIRS` | `never`, `on-failure`, `always` | `never` |
 //! | `LEAKGATE_SITES` | `exact` (every block), `off` | `exact` |
+//! | `LEAKGATE_MEMORY_LIMIT` | heap above baseline that stops a scenario: `512M`, `2G` | 4 × its peak budget |
 //! | `LEAKGATE_ITERATIONS_SCALE` | a number in (0, 10000] multiplying measured iterations | `1` |
 
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ pub(crate) struct Config {
     pub keep_dirs: KeepDirs,
     pub sites: bool,
     pub iterations_scale: f64,
+    /// Heap above baseline at which a scenario is stopped; `None`: four times its peak
+    /// budget, or no limit without one.
+    pub memory_limit: Option<u64>,
 }
 
 /// A variable with a value leakgate does not accept.
@@ -106,7 +110,16 @@ impl Config {
             None => None,
             Some(v) => Some(PathBuf::from(v?)),
         };
+        let memory_limit = match parse(
+            "LEAKGATE_MEMORY_LIMIT",
+            "a size such as 512M, 2G or 1048576",
+            &|v| parse_size(v).is_some(),
+        ) {
+            None => None,
+            Some(v) => parse_size(&v?),
+        };
         Ok(Self {
+            memory_limit,
             report_dir,
             timeout: duration("LEAKGATE_TIMEOUT", Duration::from_secs(300))?,
             settle_timeout: duration("LEAKGATE_SETTLE_TIMEOUT", Duration::from_secs(1))?,
@@ -123,6 +136,26 @@ impl Config {
         }
         ((iterations as f64 * self.iterations_scale).round() as usize).max(1)
     }
+}
+
+/// `1048576`, `64K`, `512M`, `2G` (also `KiB`, `MiB`, `GiB`); above zero.
+fn parse_size(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit {
+        "" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    number
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1 << shift)
+        .filter(|&n| n > 0)
 }
 
 /// `300` (seconds), `90s`, `1500ms`, `5m`.
@@ -204,5 +237,12 @@ mod tests {
         assert!(config(&[("LEAKGATE_TIMEOUT", "0")]).is_err());
         assert!(config(&[("LEAKGATE_SETTLE_TIMEOUT", "99999999999")]).is_err());
         assert!(config(&[("LEAKGATE_SITES", "sampled")]).is_err());
+        assert!(config(&[("LEAKGATE_MEMORY_LIMIT", "lots")]).is_err());
+        assert_eq!(
+            config(&[("LEAKGATE_MEMORY_LIMIT", "512M")])
+                .unwrap()
+                .memory_limit,
+            Some(512 << 20)
+        );
     }
 }

@@ -11,12 +11,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leakgate_reports::{Crash, CrashCause, ScenarioReport, Verdict, merge_scenario};
+use leakgate_reports::{
+    Crash, CrashCause, Finding, Resource, ScenarioReport, Verdict, merge_scenario,
+};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::config::{Config, KeepDirs};
 use crate::console;
-use crate::isolate::{self, CHANNEL_VAR, ChildRun, SCENARIO_VAR};
+use crate::isolate::{self, CHANNEL_VAR, ChildRun, MemoryLimitHit, SCENARIO_VAR};
 use crate::measure::{Event, Measurement, PROTOCOL, Position};
 use crate::scenario::{Scenario, Spec};
 use crate::session::{self, SessionError};
@@ -302,6 +304,7 @@ impl ChildRun {
             crash: None,
             output: String::new(),
             scratch_dir: None,
+            memory_limit: None,
         }
     }
 
@@ -312,6 +315,7 @@ impl ChildRun {
             crash: Some(crash),
             output: String::new(),
             scratch_dir: None,
+            memory_limit: None,
         }
     }
 }
@@ -341,8 +345,10 @@ fn scenario_report(
                     Some("no result and no cause".to_owned()),
                 )
             });
-            let mut report =
-                ScenarioReport::new(&spec.name, Verdict::Crashed, crash_summary(&crash));
+            let mut report = match run.memory_limit {
+                Some(hit) => memory_limit_report(spec, hit, &crash),
+                None => ScenarioReport::new(&spec.name, Verdict::Crashed, crash_summary(&crash)),
+            };
             report.series = run.partial.series;
             report.crash = Some(crash);
             report
@@ -358,6 +364,30 @@ fn scenario_report(
     report
 }
 
+/// A scenario the watchdog stopped at the memory limit: a `peak` finding with the sites
+/// at the peak, judged like any other (it passes if a peak leak was expected).
+fn memory_limit_report(spec: &Spec, hit: MemoryLimitHit, crash: &Crash) -> ScenarioReport {
+    let mut finding = Finding::new(Resource::Peak, hit.heap as i64, 0);
+    finding.expected = spec.policy.expect.contains(&Resource::Peak);
+    finding.message = format!(
+        "heap reached {} above baseline in {}, over the memory limit of {}: stopped",
+        console::bytes(hit.heap as i64),
+        crash.phase,
+        console::bytes(hit.limit as i64)
+    );
+    finding.sites = hit.sites;
+    let (verdict, summary) = match finding.expected {
+        true => (
+            Verdict::Pass,
+            format!("expected leak found: {}", finding.message),
+        ),
+        false => (Verdict::Fail, finding.message.clone()),
+    };
+    let mut report = ScenarioReport::new(&spec.name, verdict, summary);
+    report.findings.push(finding);
+    report
+}
+
 fn crash_summary(crash: &Crash) -> String {
     let how = match (crash.cause, crash.signal.as_deref()) {
         (CrashCause::StackOverflow, Some(signal)) => format!("stack overflow ({signal})"),
@@ -366,6 +396,7 @@ fn crash_summary(crash: &Crash) -> String {
         (CrashCause::Signal, Some(signal)) => format!("killed by {signal}"),
         (CrashCause::Panic, _) => "panicked".to_owned(),
         (CrashCause::Timeout, _) => "timed out".to_owned(),
+        (CrashCause::MemoryLimit, _) => "stopped at the memory limit".to_owned(),
         (CrashCause::Exit, _) => match crash.exit_code {
             Some(code) => format!("exited with code {code} before reporting a result"),
             None => "exited before reporting a result".to_owned(),

@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use leakgate_reports::{Crash, CrashCause};
+use leakgate_reports::{Crash, CrashCause, Site};
 
 use crate::measure::{Event, Measurement, PROTOCOL, Phase, Position};
 
@@ -34,6 +34,16 @@ pub(crate) struct ChildRun {
     /// stdout, then stderr (the end of each).
     pub output: String,
     pub scratch_dir: Option<PathBuf>,
+    /// Set when the watchdog stopped it at the memory limit.
+    pub memory_limit: Option<MemoryLimitHit>,
+}
+
+/// The child's last word before the watchdog stopped it.
+#[derive(Debug, Clone)]
+pub(crate) struct MemoryLimitHit {
+    pub limit: u64,
+    pub heap: u64,
+    pub sites: Vec<Site>,
 }
 
 /// Runs scenario `name` in a child process and waits for it, at most `timeout`.
@@ -50,6 +60,7 @@ pub(crate) fn run_child(name: &str, timeout: Duration) -> ChildRun {
             )),
             output: String::new(),
             scratch_dir: None,
+            memory_limit: None,
         },
     }
 }
@@ -112,6 +123,7 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
         crash,
         output,
         scratch_dir: streamed.scratch_dir,
+        memory_limit: streamed.memory_limit,
     })
 }
 
@@ -149,6 +161,7 @@ pub(crate) struct Streamed {
     pub panic: Option<String>,
     pub harness_error: Option<String>,
     pub scratch_dir: Option<PathBuf>,
+    pub memory_limit: Option<MemoryLimitHit>,
 }
 
 impl Streamed {
@@ -175,6 +188,9 @@ impl Streamed {
                 Event::Panic { message } => s.panic = Some(message),
                 Event::HarnessError { message } => s.harness_error = Some(message),
                 Event::Finished { measurement } => s.measurement = Some(*measurement),
+                Event::MemoryLimit { limit, heap, sites } => {
+                    s.memory_limit = Some(MemoryLimitHit { limit, heap, sites });
+                }
             }
         }
         s
@@ -208,6 +224,14 @@ pub(crate) fn classify(
             timeout.as_secs_f64()
         );
         return Some(crash(CrashCause::Timeout, Some(message)));
+    }
+    if let Some(hit) = &streamed.memory_limit {
+        let message = format!(
+            "the heap reached {} above baseline, over the memory limit of {}",
+            crate::console::bytes(hit.heap as i64),
+            crate::console::bytes(hit.limit as i64)
+        );
+        return Some(crash(CrashCause::MemoryLimit, Some(message)));
     }
     if let Some(error) = &streamed.harness_error {
         return Some(crash(CrashCause::Harness, Some(error.clone())));

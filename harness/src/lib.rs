@@ -104,6 +104,7 @@ mod scenario;
 mod session;
 mod symbolize;
 mod verdict;
+mod watchdog;
 
 pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats, reset_peak};
 pub use config::ConfigError;

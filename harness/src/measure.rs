@@ -80,11 +80,29 @@ impl fmt::Display for Position {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum Event {
-    Hello { protocol: u32 },
+    Hello {
+        protocol: u32,
+    },
     At(Position),
-    Sample { sample: Sample },
-    ScratchDir { path: PathBuf },
-    Panic { message: String },
-    HarnessError { message: String },
-    Finished { measurement: Box<Measurement> },
+    Sample {
+        sample: Sample,
+    },
+    ScratchDir {
+        path: PathBuf,
+    },
+    Panic {
+        message: String,
+    },
+    HarnessError {
+        message: String,
+    },
+    Finished {
+        measurement: Box<Measurement>,
+    },
+    /// The heap passed the memory limit; the sites at the peak, symbolized.
+    MemoryLimit {
+        limit: u64,
+        heap: u64,
+        sites: Vec<Site>,
+    },
 }

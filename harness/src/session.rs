@@ -9,17 +9,20 @@
 //! preallocated buffer, so the harness itself adds nothing to the heap between the
 //! baseline and the end sample.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use leakgate_reports::{IterationError, Site, Verdict};
 
 use crate::alloc::{self, peak, sites, stack};
 use crate::config::{Config, KeepDirs};
+use crate::isolate::CHANNEL_VAR;
 use crate::measure::{Event, Measurement, Phase, Position, Survivors};
 use crate::probe::{self, Probe};
 use crate::scenario::{Ctx, Scenario};
 use crate::symbolize::symbolize;
 use crate::verdict::{self, MAX_SITES};
+use crate::watchdog::Watchdog;
 
 /// Longest wait for a leak's survivors to be freed after teardown.
 const TEARDOWN_SETTLE: Duration = Duration::from_millis(250);
@@ -37,6 +40,8 @@ pub(crate) enum SessionError {
     NoIterate,
     #[error("cannot create a scratch directory: {0}")]
     ScratchDir(#[source] std::io::Error),
+    #[error("cannot start the memory-limit watchdog thread: {0}")]
+    Watchdog(#[source] std::io::Error),
 }
 
 /// Runs `scenario`, streaming progress to `emit`.
@@ -97,6 +102,17 @@ pub(crate) fn run<S>(
             );
         }
         m.series.iterations.reserve_exact(measured);
+        // Started before the baseline, so its thread is part of it.
+        let limit = config
+            .memory_limit
+            .or(spec.policy.peak_budget.map(|b| b.saturating_mul(4)));
+        let watchdog = match limit {
+            Some(limit) => Some(
+                Watchdog::start(limit, std::env::var_os(CHANNEL_VAR).map(PathBuf::from))
+                    .map_err(SessionError::Watchdog)?,
+            ),
+            None => None,
+        };
         // Taken before the baseline sample, so the inventory's memory is part of it.
         let baseline_inventory = probe.inventory();
         alloc::reset_peak();
@@ -104,10 +120,13 @@ pub(crate) fn run<S>(
         m.series.baseline = Some(baseline);
         emit(&Event::Sample { sample: baseline });
         if config.sites {
-            if spec.policy.peak_budget.is_some() {
+            if spec.policy.peak_budget.is_some() || watchdog.is_some() {
                 peak::arm(baseline.heap_bytes);
             }
             sites::start(0);
+        }
+        if let Some(watchdog) = &watchdog {
+            watchdog.arm(baseline.heap_bytes);
         }
         for i in 0..measured {
             sites::set_iteration(i as u32);
@@ -132,6 +151,7 @@ pub(crate) fn run<S>(
             verdict::settled(&m, &spec.policy)
         });
         m.leaked = probe.inventory().new_since(&baseline_inventory);
+        drop(watchdog);
     }
     let end_survivors = config.sites.then(sites::survivors);
 
@@ -222,7 +242,7 @@ fn resolve(raw: Vec<sites::SiteSurvivors>, iterations: u32, measured: u32) -> Su
 }
 
 /// The sites that made the heap's peak, symbolized.
-fn peak_sites() -> Vec<Site> {
+pub(crate) fn peak_sites() -> Vec<Site> {
     let (top, _) = peak::top(MAX_SITES);
     top.into_iter()
         .map(|(id, bytes)| {

@@ -301,6 +301,9 @@ pub enum CrashCause {
     Exit,
     /// Its process could not be started or its result not read.
     Harness,
+    /// Its heap grew past the memory limit and leakgate stopped it (a `peak` finding
+    /// names the sites).
+    MemoryLimit,
 }
 
 /// An error returned by an iteration closure.

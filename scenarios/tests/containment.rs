@@ -41,11 +41,11 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(101), "{stdout}");
     assert!(
-        stdout.contains("test result: FAILED. 2 passed; 7 failed"),
+        stdout.contains("test result: FAILED. 2 passed; 8 failed"),
         "{stdout}"
     );
     let report = read_report(&dir.path().join("report.json")).unwrap();
-    assert_eq!(report.scenarios.len(), 9);
+    assert_eq!(report.scenarios.len(), 10);
 
     for clean in ["clean/before", "clean/after"] {
         assert_eq!(scenario(&report, clean).verdict, Verdict::Pass, "{clean}");
@@ -117,6 +117,23 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
         scenario(&report, "crash/segfault").series.iterations.len(),
         5
     );
+
+    // A runaway restore ends as a peak finding naming the site, not as an OOM kill.
+    let runaway = scenario(&report, "crash/runaway_restore");
+    assert_eq!(runaway.verdict, Verdict::Fail, "{runaway:?}");
+    assert_eq!(
+        runaway.crash.as_ref().map(|c| c.cause),
+        Some(CrashCause::MemoryLimit)
+    );
+    let peak = &runaway.findings[0];
+    assert_eq!(peak.resource, leakgate_reports::Resource::Peak);
+    assert!(
+        peak.growth >= 4 << 20 && peak.growth < 256 << 20,
+        "{}",
+        peak.growth
+    );
+    let top = &peak.sites[0].frames[0].function;
+    assert!(top.contains("runaway_replay"), "{top}");
 
     let failed = scenario(&report, "fail/iteration_error");
     assert_eq!(failed.verdict, Verdict::Fail);

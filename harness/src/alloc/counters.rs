@@ -138,7 +138,9 @@ fn note_change(shard: &Shard, delta: i64, owned: bool) {
 fn flush(shard: &Shard) {
     let amount = shard.unflushed.swap(0, Relaxed);
     let live = LIVE_FLUSHED.fetch_add(amount, Relaxed) + amount;
-    if amount > 0 && PEAK.fetch_max(live, Relaxed) < live {
+    if amount > 0 {
+        PEAK.fetch_max(live, Relaxed);
+        // Not only when PEAK moves: samples raise PEAK to the exact live bytes too.
         super::peak::on_new_high(live as u64);
     }
 }

@@ -100,10 +100,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
                 sites::restore(ptr, entry);
             }
         } else {
-            counters::on_realloc(layout.size(), new_size);
             if let Some(entry) = moved {
                 sites::on_realloc(entry, new, new_size);
             }
+            counters::on_realloc(layout.size(), new_size);
         }
         new
     }
@@ -113,10 +113,12 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 #[inline(always)]
 fn allocated(ptr: *mut u8, size: usize) -> *mut u8 {
     if !ptr.is_null() {
-        counters::on_alloc(size);
+        // Sites first: counting may copy the per-site bytes at a new high, which must
+        // already include this block.
         if sites::recording() {
             sites::on_alloc(ptr, size);
         }
+        counters::on_alloc(size);
     }
     ptr
 }

@@ -101,6 +101,18 @@ pub(crate) fn on_new_high(live: u64) {
     if live <= copy.live {
         return; // Another thread copied a higher point meanwhile.
     }
+    take_copy(&mut copy, live);
+}
+
+/// Copies the counts now, whatever the heap's level: the memory-limit watchdog stops the
+/// scenario at its highest point.
+pub(crate) fn copy_now(live: u64) {
+    if ARMED.load(Relaxed) {
+        take_copy(&mut COPY.lock(), live);
+    }
+}
+
+fn take_copy(copy: &mut Copy, live: u64) {
     let in_use = SITES_IN_USE.load(Relaxed).min(MAX_SITES);
     let target = copy.bytes.as_mut_slice();
     for (site, slot) in target.iter_mut().enumerate().take(in_use) {

@@ -22,6 +22,15 @@ fn walk(pages: &Pages, page: u64) -> u64 {
     1 + rest + frame[0] % 2
 }
 
+/// A point-in-time restore that reads its whole log into memory before applying it, for
+/// a log that never ends: it runs away until the memory limit stops it (MatrixOne PITR).
+/// Capped at 1 GiB so a broken watchdog cannot take the machine down.
+#[inline(never)]
+fn runaway_replay() -> usize {
+    let log: Vec<Vec<u8>> = (0..1 << 20).map(|i| vec![i as u8; 1024]).collect();
+    std::hint::black_box(log).len()
+}
+
 /// A file of four 16-byte pages linked 0 → 1 → 2 → 3 → end.
 fn page_chain(dir: &Path) -> PathBuf {
     let path = dir.join("tree.db");
@@ -94,6 +103,15 @@ fn main() -> std::process::ExitCode {
                 .warmup(0)
                 .timeout(Duration::from_secs(2))
                 .iterate(|_, _| std::thread::sleep(Duration::from_secs(3600))),
+        )
+        .scenario(
+            Scenario::new("crash/runaway_restore")
+                .warmup(0)
+                .iterations(3)
+                .peak_budget(1 << 20)
+                .iterate(|_, _| {
+                    std::hint::black_box(runaway_replay());
+                }),
         )
         .scenario(
             Scenario::new("crash/panic_in_setup")
