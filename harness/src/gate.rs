@@ -335,6 +335,7 @@ fn scenario_report(
             report.series = m.series;
             report.notes = m.notes;
             report.notes.extend(analysis.notes);
+            report.scaling = analysis.scaling;
             report
         }
         (crash, _) => {

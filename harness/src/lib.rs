@@ -110,7 +110,7 @@ pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats, reset_peak};
 pub use config::ConfigError;
 pub use gate::Gate;
 pub use leakgate_reports::Resource;
-pub use scenario::{Ctx, DEFAULT_C_HEAP_TOLERANCE, IterationResult, Scenario};
+pub use scenario::{Ctx, DEFAULT_C_HEAP_TOLERANCE, Growth, IterationResult, Scenario};
 
 #[doc(hidden)]
 pub mod __private {

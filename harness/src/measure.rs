@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use leakgate_reports::{IterationError, Sample, Series, Site};
+use leakgate_reports::{IterationError, Sample, ScalePoint, Series, Site};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::Leaked;
@@ -26,6 +26,8 @@ pub(crate) struct Measurement {
     pub leaked: Leaked,
     /// The sites live at the heap's highest point, largest first (with a peak budget).
     pub peak_sites: Vec<Site>,
+    /// Peak and retained heap per input size, for scenarios run with `.scaling(..)`.
+    pub scaling: Vec<ScalePoint>,
     pub notes: Vec<String>,
 }
 

@@ -11,11 +11,18 @@ use leakgate_reports::Resource;
 pub struct Ctx {
     dir: PathBuf,
     name: String,
+    size: u64,
 }
 
 impl Ctx {
-    pub(crate) fn new(dir: PathBuf, name: String) -> Self {
-        Self { dir, name }
+    pub(crate) fn new(dir: PathBuf, name: String, size: u64) -> Self {
+        Self { dir, name, size }
+    }
+
+    /// The input size of this run, for scenarios run with [`Scenario::scaling`] (0
+    /// otherwise): the setup builds its input at this size.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// A fresh, empty scratch directory for this scenario, removed after it ends (kept
@@ -64,6 +71,42 @@ pub(crate) struct Policy {
     pub peak_budget: Option<u64>,
     /// Text the top site's first frame of an expected leak must contain.
     pub expect_site: Option<String>,
+    /// The worst peak growth with input size that passes.
+    pub expect_growth: Option<Growth>,
+}
+
+/// How memory grows with input size, from the exponent `e` of peak ≈ c · sizeᵉ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Growth {
+    /// Does not grow with the input (e < 0.3): streaming.
+    Constant,
+    /// Grows in proportion to the input (0.3 ≤ e < 1.3): holds the input once.
+    Linear,
+    /// Grows faster than the input (e ≥ 1.3).
+    Superlinear,
+}
+
+impl Growth {
+    /// The class of a fitted exponent.
+    pub fn of_exponent(exponent: f64) -> Self {
+        if exponent < 0.3 {
+            Growth::Constant
+        } else if exponent < 1.3 {
+            Growth::Linear
+        } else {
+            Growth::Superlinear
+        }
+    }
+
+    /// `constant`, `linear` or `superlinear`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Growth::Constant => "constant",
+            Growth::Linear => "linear",
+            Growth::Superlinear => "superlinear",
+        }
+    }
 }
 
 impl Policy {
@@ -89,6 +132,8 @@ pub(crate) struct Spec {
     pub iterations: usize,
     pub timeout: Option<Duration>,
     pub watch_dirs: Vec<PathBuf>,
+    /// Input sizes to run at, one full session each (empty: once, at size 0).
+    pub scaling: Vec<u64>,
     pub policy: Policy,
 }
 
@@ -134,11 +179,13 @@ impl Scenario<()> {
                 iterations: 100,
                 timeout: None,
                 watch_dirs: Vec::new(),
+                scaling: Vec::new(),
                 policy: Policy {
                     expect: Vec::new(),
                     tolerances: Vec::new(),
                     peak_budget: None,
                     expect_site: None,
+                    expect_growth: None,
                 },
             },
             setup: Box::new(|_| ()),
@@ -224,6 +271,24 @@ impl<S: 'static> Scenario<S> {
     /// growth: a staging directory a restore leaves beside the database, say.
     pub fn watch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spec.watch_dirs.push(dir.into());
+        self
+    }
+
+    /// Runs the whole scenario once per input size (setup reads it from
+    /// [`Ctx::size`]) and fits peak memory against size; see
+    /// [`expect_peak_growth`](Self::expect_peak_growth).
+    pub fn scaling(mut self, sizes: &[u64]) -> Self {
+        self.spec.scaling = sizes.to_vec();
+        self.spec.scaling.sort_unstable();
+        self.spec.scaling.dedup();
+        self
+    }
+
+    /// With `scaling`: fails with a `peak` finding when the peak grows faster with the
+    /// input size than `growth` (a restore that should stream but holds the whole log is
+    /// linear, not constant).
+    pub fn expect_peak_growth(mut self, growth: Growth) -> Self {
+        self.spec.policy.expect_growth = Some(growth);
         self
     }
 

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use leakgate_reports::{IterationError, Site, Verdict};
+use leakgate_reports::{IterationError, ScalePoint, Site, Verdict};
 
 use crate::alloc::{self, peak, sites, stack};
 use crate::config::{Config, KeepDirs};
@@ -50,6 +50,51 @@ pub(crate) fn run<S>(
     config: &Config,
     emit: &mut dyn FnMut(&Event),
 ) -> Result<Measurement, SessionError> {
+    let sizes = scenario.spec.scaling.clone();
+    let Some((&largest, smaller)) = sizes.split_last() else {
+        return run_at(scenario, config, emit, 0);
+    };
+    // One whole session per size; the largest size's measurement is judged as usual.
+    let mut points = Vec::with_capacity(sizes.len());
+    for &size in smaller {
+        let m = run_at(scenario, config, emit, size)?;
+        points.push(scale_point(size, &m));
+        if m.iteration_error.is_some() {
+            return Ok(Measurement {
+                scaling: points,
+                ..m
+            });
+        }
+    }
+    let mut m = run_at(scenario, config, emit, largest)?;
+    points.push(scale_point(largest, &m));
+    m.scaling = points;
+    Ok(m)
+}
+
+fn scale_point(size: u64, m: &Measurement) -> ScalePoint {
+    let baseline = m.series.baseline.map_or(0, |s| s.heap_bytes);
+    let peak = m
+        .series
+        .iterations
+        .iter()
+        .map(|s| s.heap_peak)
+        .max()
+        .unwrap_or(baseline);
+    let retained = m
+        .series
+        .end
+        .map_or(0, |s| s.heap_bytes as i64 - baseline as i64);
+    ScalePoint::new(size, peak.saturating_sub(baseline), retained)
+}
+
+/// One session at input size `size`.
+fn run_at<S>(
+    scenario: &mut Scenario<S>,
+    config: &Config,
+    emit: &mut dyn FnMut(&Event),
+    size: u64,
+) -> Result<Measurement, SessionError> {
     let Some(iterate) = scenario.iterate.as_mut() else {
         return Err(SessionError::NoIterate);
     };
@@ -58,6 +103,8 @@ pub(crate) fn run<S>(
     }
     let spec = &scenario.spec;
     let measured = config.scaled(spec.iterations);
+    // Sites at the peak are worth their cost only when the peak is judged.
+    let judges_peak = spec.policy.peak_budget.is_some() || spec.policy.expect_growth.is_some();
     let scratch = tempfile::Builder::new()
         .prefix(&format!("leakgate-{}-", file_safe(&spec.name)))
         .tempdir()
@@ -77,7 +124,7 @@ pub(crate) fn run<S>(
         .extend(probe::process_heap_note().map(str::to_owned));
     m.series.pre_setup = Some(probe.sample());
     at(emit, Phase::Setup, None);
-    let ctx = Ctx::new(scratch.path().to_owned(), spec.name.clone());
+    let ctx = Ctx::new(scratch.path().to_owned(), spec.name.clone(), size);
     let mut state = (scenario.setup)(&ctx);
 
     for i in 0..spec.warmup {
@@ -120,7 +167,7 @@ pub(crate) fn run<S>(
         m.series.baseline = Some(baseline);
         emit(&Event::Sample { sample: baseline });
         if config.sites {
-            if spec.policy.peak_budget.is_some() || watchdog.is_some() {
+            if judges_peak || watchdog.is_some() {
                 peak::arm(baseline.heap_bytes);
             }
             sites::start(0);
@@ -180,7 +227,7 @@ pub(crate) fn run<S>(
     }
     m.survivors_after_teardown =
         after_survivors.map(|(sites, iterations)| resolve(sites, iterations, measured as u32));
-    if config.sites && spec.policy.peak_budget.is_some() {
+    if config.sites && judges_peak {
         m.peak_sites = peak_sites();
     }
 

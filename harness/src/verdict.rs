@@ -14,11 +14,11 @@
 //! growth; sites whose survivors span most of the run are ranked first, since a leak
 //! leaves blocks from every part of the run and a bounded cache only from its end.
 
-use leakgate_reports::{Finding, Resource, Site, Verdict};
+use leakgate_reports::{Finding, Resource, ScalePoint, Scaling, Site, Verdict};
 
 use crate::console::bytes;
 use crate::measure::Measurement;
-use crate::scenario::Policy;
+use crate::scenario::{Growth, Policy};
 
 /// Sites kept per finding.
 pub(crate) const MAX_SITES: usize = 10;
@@ -35,6 +35,8 @@ pub(crate) struct Analysis {
     pub summary: String,
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
+    /// The curve fitted to peak memory against input size, for scaling scenarios.
+    pub scaling: Option<Scaling>,
 }
 
 /// Judges a finished measurement.
@@ -115,6 +117,7 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         summary,
         findings,
         notes,
+        scaling: fit_scaling(&m.scaling, policy.expect_growth),
     }
 }
 
@@ -134,6 +137,7 @@ fn findings(m: &Measurement, policy: &Policy) -> Vec<Finding> {
         count_finding(m, policy, Resource::Files, |s| s.files, &m.leaked.files),
         growth_finding(m, policy, Resource::Disk, |s| s.disk_bytes),
         peak_finding(m, policy),
+        scaling_finding(m, policy),
     ]
     .into_iter()
     .flatten()
@@ -311,6 +315,78 @@ fn peak_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     Some(finding)
 }
 
+/// Fits peak memory against input size: an exponent on logarithms (the growth class)
+/// and a line (bytes per unit). `None` with fewer than two sizes.
+pub(crate) fn fit_scaling(points: &[ScalePoint], expected: Option<Growth>) -> Option<Scaling> {
+    if points.len() < 2 {
+        return None;
+    }
+    let least_squares = |xy: &[(f64, f64)]| {
+        let n = xy.len() as f64;
+        let (mx, my) = (
+            xy.iter().map(|p| p.0).sum::<f64>() / n,
+            xy.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        let covariance: f64 = xy.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+        let variance: f64 = xy.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+        let slope = if variance > 0.0 {
+            covariance / variance
+        } else {
+            0.0
+        };
+        (slope, my - slope * mx)
+    };
+    // Logarithms need positive values; a peak of 0 bytes counts as 1.
+    let logs: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.size > 0)
+        .map(|p| ((p.size as f64).ln(), (p.peak_bytes.max(1) as f64).ln()))
+        .collect();
+    let (exponent, _) = least_squares(&logs);
+    let line: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| (p.size as f64, p.peak_bytes as f64))
+        .collect();
+    let (per_unit, intercept) = least_squares(&line);
+    Some(Scaling::new(
+        points.to_vec(),
+        exponent,
+        per_unit,
+        intercept,
+        Growth::of_exponent(exponent).name(),
+        expected.map(Growth::name),
+    ))
+}
+
+/// A peak that grows with input size faster than the scenario expects.
+fn scaling_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
+    let expected = policy.expect_growth?;
+    let fit = fit_scaling(&m.scaling, Some(expected))?;
+    let measured = Growth::of_exponent(fit.peak_exponent);
+    if measured <= expected {
+        return None;
+    }
+    let (first, last) = (fit.points.first()?, fit.points.last()?);
+    let mut finding = Finding::new(
+        Resource::Peak,
+        last.peak_bytes as i64 - first.peak_bytes as i64,
+        m.series.iterations.len() as u32,
+    );
+    finding.sites = m.peak_sites.clone();
+    finding.message = format!(
+        "peak grows {} with input size, expected {}: {} at size {}, {} at size {} (≈ {} per unit, exponent {:.2})",
+        measured.name(),
+        expected.name(),
+        bytes(first.peak_bytes as i64),
+        first.size,
+        bytes(last.peak_bytes as i64),
+        last.size,
+        bytes(fit.peak_bytes_per_unit.round() as i64),
+        fit.peak_exponent,
+    );
+    Some(finding)
+}
+
 /// Ranks sites for attribution: sites whose survivors span at least half the measured
 /// iterations first, then by bytes. `site` finds the site in each item.
 pub(crate) fn rank_sites<T>(items: &mut [T], measured_iterations: u32, site: impl Fn(&T) -> &Site) {
@@ -397,6 +473,7 @@ mod tests {
             tolerances: Vec::new(),
             peak_budget: None,
             expect_site: None,
+            expect_growth: None,
         }
     }
 
@@ -482,6 +559,49 @@ mod tests {
     fn passes_a_sawtooth_that_keeps_returning_to_its_floor() {
         // A memtable flushed when full, or a WAL truncated by checkpoints.
         assert!(!heap_leak(&series(200, |i| 4096 * (i as u64 % 10))));
+    }
+
+    #[test]
+    fn scaling_fits_the_growth_class_and_fails_worse_than_expected() {
+        let point = |size: u64, peak: u64| ScalePoint::new(size, peak, 0);
+        let linear = [
+            point(1024, 1 << 20),
+            point(2048, 2 << 20),
+            point(4096, 4 << 20),
+        ];
+        let fit = fit_scaling(&linear, None).unwrap();
+        assert!(
+            (fit.peak_exponent - 1.0).abs() < 0.01,
+            "{}",
+            fit.peak_exponent
+        );
+        assert!((fit.peak_bytes_per_unit - 1024.0).abs() < 1.0);
+        assert_eq!(fit.growth, "linear");
+        let flat = [
+            point(1024, 16_500),
+            point(2048, 16_400),
+            point(4096, 16_600),
+        ];
+        assert_eq!(fit_scaling(&flat, None).unwrap().growth, "constant");
+
+        let mut m = measured(&series(10, |_| 0), BASE);
+        m.scaling = linear.to_vec();
+        let mut p = policy();
+        p.expect_growth = Some(Growth::Constant);
+        let analysis = analyze(&m, &p);
+        assert_eq!(analysis.verdict, Verdict::Fail);
+        assert!(
+            analysis
+                .summary
+                .starts_with("peak grows linear with input size, expected constant"),
+            "{}",
+            analysis.summary
+        );
+        p.expect_growth = Some(Growth::Linear);
+        assert_eq!(analyze(&m, &p).verdict, Verdict::Pass);
+        m.scaling = flat.to_vec();
+        p.expect_growth = Some(Growth::Constant);
+        assert_eq!(analyze(&m, &p).verdict, Verdict::Pass);
     }
 
     #[test]

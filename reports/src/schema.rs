@@ -126,6 +126,71 @@ pub struct ScenarioReport {
     pub notes: Vec<String>,
     /// The end of what the scenario's process printed, kept when it failed or crashed.
     pub output: Option<String>,
+    /// How peak and retained memory grew with the input size, for scenarios run with
+    /// `.scaling(..)`.
+    pub scaling: Option<Scaling>,
+}
+
+/// Peak and retained memory at several input sizes, and the curve fitted to the peak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Scaling {
+    /// One point per size, smallest first.
+    pub points: Vec<ScalePoint>,
+    /// `e` in peak ≈ c · sizeᵉ (least squares on logarithms): 0 constant, 1 linear.
+    pub peak_exponent: f64,
+    /// `b` in peak ≈ a + b · size (least squares): bytes per unit of size.
+    pub peak_bytes_per_unit: f64,
+    /// `a` in peak ≈ a + b · size.
+    pub peak_intercept: f64,
+    /// How the fitted exponent reads: `constant`, `linear` or `superlinear`.
+    pub growth: String,
+    /// The growth the scenario declared with `expect_peak_growth`, if any.
+    pub expected: Option<String>,
+}
+
+impl Scaling {
+    /// A fit over `points`.
+    pub fn new(
+        points: Vec<ScalePoint>,
+        peak_exponent: f64,
+        peak_bytes_per_unit: f64,
+        peak_intercept: f64,
+        growth: impl Into<String>,
+        expected: Option<&str>,
+    ) -> Self {
+        Self {
+            points,
+            peak_exponent,
+            peak_bytes_per_unit,
+            peak_intercept,
+            growth: growth.into(),
+            expected: expected.map(str::to_owned),
+        }
+    }
+}
+
+/// Memory at one input size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ScalePoint {
+    /// The size the scenario ran at.
+    pub size: u64,
+    /// Highest heap above baseline during the measured iterations.
+    pub peak_bytes: u64,
+    /// Heap above baseline after settling.
+    pub retained_bytes: i64,
+}
+
+impl ScalePoint {
+    /// A point at `size`.
+    pub fn new(size: u64, peak_bytes: u64, retained_bytes: i64) -> Self {
+        Self {
+            size,
+            peak_bytes,
+            retained_bytes,
+        }
+    }
 }
 
 impl ScenarioReport {
@@ -145,6 +210,7 @@ impl ScenarioReport {
             series: Series::default(),
             notes: Vec::new(),
             output: None,
+            scaling: None,
         }
     }
 }

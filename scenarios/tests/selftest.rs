@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use leakgate::fault::{self, failpoints, failpoints::fail::fail_point};
-use leakgate::{Gate, Resource, Scenario};
+use leakgate::{Gate, Growth, Resource, Scenario};
 
 leakgate::global_allocator!();
 
@@ -421,6 +421,30 @@ fn main() -> std::process::ExitCode {
                 })
                 .expect_leak(Resource::Peak)
                 .expect_site("replay_whole_log"),
+        )
+        .scenario(
+            Scenario::new("leak/pitr_replay_peak_grows_with_the_log")
+                .warmup(1)
+                .iterations(5)
+                .scaling(&[512, 1024, 2048, 4096])
+                .expect_peak_growth(Growth::Constant)
+                .setup(|ctx| ctx.size() as usize)
+                .iterate(|records: &mut usize, _| {
+                    black_box(replay_whole_log(*records));
+                })
+                .expect_leak(Resource::Peak)
+                .expect_site("replay_whole_log"),
+        )
+        .scenario(
+            Scenario::new("clean/pitr_replay_in_batches_peak_is_constant")
+                .warmup(1)
+                .iterations(5)
+                .scaling(&[512, 1024, 2048, 4096])
+                .expect_peak_growth(Growth::Constant)
+                .setup(|ctx| ctx.size() as usize)
+                .iterate(|records: &mut usize, _| {
+                    black_box(replay_in_batches(*records));
+                }),
         )
         .scenario(
             Scenario::new("clean/pitr_replay_in_batches")
