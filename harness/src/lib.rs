@@ -76,7 +76,7 @@
 //! Environment variables (for CI): `LEAKGATE_REPORT_DIR`, `LEAKGATE_TIMEOUT` (default
 //! `300s`), `LEAKGATE_SETTLE_TIMEOUT` (`1s`), `LEAKGATE_KEEP_DIRS`
 //! (`never`|`on-failure`|`always`), `LEAKGATE_SITES` (`exact`|`off`),
-//! `LEAKGATE_ITERATIONS_SCALE`. A malformed value stops the run with an error naming the
+//! `LEAKGATE_ITERATIONS_SCALE`, `LEAKGATE_MEMORY_LIMIT`. A malformed value stops the run with an error naming the
 //! variable and the accepted values.
 //!
 //! # Known limitations
@@ -88,8 +88,8 @@
 //!   up to `t × 16 KiB`.
 //! - Besides the Rust heap, each sample counts the C heap (jemalloc's live bytes less the
 //!   Rust heap), open descriptors, threads, and the paths and bytes under the scratch
-//!   directory and every `watch_dir`; leftovers are named. C-heap sites, sites at the
-//!   peak, memory limits and fault injection are not there yet.
+//!   directory and every `watch_dir`; leftovers are named. C-heap findings carry no
+//!   sites (that needs jemalloc's heap profiling, not built).
 #![deny(missing_docs)]
 
 mod alloc;
