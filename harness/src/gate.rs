@@ -377,12 +377,16 @@ fn memory_limit_report(spec: &Spec, hit: MemoryLimitHit, crash: &Crash) -> Scena
         console::bytes(hit.limit as i64)
     );
     finding.sites = hit.sites;
-    let (verdict, summary) = match finding.expected {
-        true => (
+    let findings = [finding];
+    let misattributed = verdict::misattribution(&findings, &spec.policy, true);
+    let [finding] = findings;
+    let (verdict, summary) = match (finding.expected, misattributed) {
+        (true, None) => (
             Verdict::Pass,
             format!("expected leak found: {}", finding.message),
         ),
-        false => (Verdict::Fail, finding.message.clone()),
+        (true, Some(error)) => (Verdict::Fail, error),
+        (false, _) => (Verdict::Fail, finding.message.clone()),
     };
     let mut report = ScenarioReport::new(&spec.name, verdict, summary);
     report.findings.push(finding);

@@ -53,8 +53,12 @@ impl Probe {
         }
         sample.fds = count_entries(Path::new("/proc/self/fd")).map(|n| n.saturating_sub(1));
         sample.threads = count_entries(Path::new("/proc/self/task"));
-        let (files, bytes) = self.walk_files();
-        sample.files = Some(files.len() as u64);
+        let (mut files, mut bytes) = (0, 0);
+        self.walk_files(|_, size| {
+            files += 1;
+            bytes += size;
+        });
+        sample.files = Some(files);
         sample.disk_bytes = Some(bytes);
         sample.rss_bytes = rss_bytes();
         sample
@@ -65,15 +69,20 @@ impl Probe {
         Inventory {
             fds: open_fds(),
             threads: live_threads(),
-            files: self.walk_files().0,
+            files: {
+                let mut paths = BTreeSet::new();
+                self.walk_files(|path, _| {
+                    paths.insert(path.to_owned());
+                });
+                paths
+            },
         }
     }
 
-    /// Every path under the watched directories (not following links), and the bytes of
-    /// the regular files among them.
-    fn walk_files(&self) -> (BTreeSet<PathBuf>, u64) {
-        let mut paths = BTreeSet::new();
-        let mut bytes = 0;
+    /// Calls `visit` with every path under the watched directories (not following links)
+    /// and its size (0 for all but regular files). Per-iteration samples only count, so
+    /// they hold no list of paths that would add to the measured peak.
+    fn walk_files(&self, mut visit: impl FnMut(&Path, u64)) {
         let mut pending: Vec<PathBuf> = self.dirs.clone();
         while let Some(dir) = pending.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -81,17 +90,16 @@ impl Probe {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                match entry.file_type() {
-                    Ok(kind) if kind.is_dir() => pending.push(path.clone()),
-                    Ok(kind) if kind.is_file() => {
-                        bytes += entry.metadata().map_or(0, |m| m.len());
-                    }
-                    _ => {}
+                let size = match entry.file_type() {
+                    Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+                    _ => 0,
+                };
+                visit(&path, size);
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    pending.push(path);
                 }
-                paths.insert(path);
             }
         }
-        (paths, bytes)
     }
 }
 

@@ -134,6 +134,8 @@ pub(crate) struct Spec {
     pub watch_dirs: Vec<PathBuf>,
     /// Input sizes to run at, one full session each (empty: once, at size 0).
     pub scaling: Vec<u64>,
+    /// Heap above baseline at which the scenario is stopped.
+    pub memory_limit: Option<u64>,
     pub policy: Policy,
 }
 
@@ -180,6 +182,7 @@ impl Scenario<()> {
                 timeout: None,
                 watch_dirs: Vec::new(),
                 scaling: Vec::new(),
+                memory_limit: None,
                 policy: Policy {
                     expect: Vec::new(),
                     tolerances: Vec::new(),
@@ -248,6 +251,14 @@ impl<S: 'static> Scenario<S> {
     /// Consumes the state at the end (default: drops it).
     pub fn teardown(mut self, teardown: impl FnMut(S) + Send + 'static) -> Self {
         self.teardown = Some(Box::new(teardown));
+        self
+    }
+
+    /// Stops the scenario, with a `peak` finding naming the sites at the peak, once its
+    /// heap is `bytes` above baseline (default: `LEAKGATE_MEMORY_LIMIT`, else four times
+    /// the peak budget, else no limit).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.spec.memory_limit = Some(bytes);
         self
     }
 

@@ -150,8 +150,9 @@ fn run_at<S>(
         }
         m.series.iterations.reserve_exact(measured);
         // Started before the baseline, so its thread is part of it.
-        let limit = config
+        let limit = spec
             .memory_limit
+            .or(config.memory_limit)
             .or(spec.policy.peak_budget.map(|b| b.saturating_mul(4)));
         let watchdog = match limit {
             Some(limit) => Some(

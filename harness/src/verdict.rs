@@ -25,6 +25,9 @@ pub(crate) const MAX_SITES: usize = 10;
 /// Points the slope is fitted on at most (evenly spaced), to bound the pairwise work.
 const MAX_TREND_POINTS: usize = 256;
 
+/// Peak differences below this are noise: each thread folds its allocations into the
+/// peak counter every 16 KiB.
+const PEAK_NOISE: u64 = 64 << 10;
 /// How many leaked things a message names before "and N more".
 const NAMED_IN_MESSAGE: usize = 3;
 
@@ -64,27 +67,7 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         .filter(|r| measured(m, *r) && !findings.iter().any(|f| f.resource == *r))
         .collect();
     let unexpected = findings.iter().find(|f| !f.expected);
-    let misattributed = policy.expect_site.as_deref().and_then(|wanted| {
-        // The attribution belongs to the first leak declared.
-        let first = *policy.expect.first()?;
-        let finding = findings.iter().find(|f| f.resource == first)?;
-        let top = match finding.resource {
-            Resource::Heap | Resource::Peak if !m.survivors.recorded => return None,
-            Resource::Heap | Resource::CHeap | Resource::Peak => finding
-                .sites
-                .first()
-                .and_then(|s| s.frames.first())
-                .map(|f| f.function.as_str()),
-            _ => finding.leaked.first().map(String::as_str),
-        };
-        let found = top.unwrap_or("nothing named");
-        (!found.contains(wanted)).then(|| {
-            format!(
-                "expected the {} leak's top site in {wanted}, found {found}",
-                finding.resource
-            )
-        })
-    });
+    let misattributed = misattribution(&findings, policy, m.survivors.recorded);
     let (verdict, summary) = if let Some(error) = &m.iteration_error {
         let phase = if error.phase == "warmup" {
             "warm-up iteration"
@@ -121,6 +104,36 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
     }
 }
 
+/// Why the first declared leak is not where `expect_site` says, if it is not.
+/// `sites_recorded` is false when `LEAKGATE_SITES=off` left nothing to check.
+pub(crate) fn misattribution(
+    findings: &[Finding],
+    policy: &Policy,
+    sites_recorded: bool,
+) -> Option<String> {
+    let wanted = policy.expect_site.as_deref()?;
+    let first = *policy.expect.first()?;
+    let finding = findings.iter().find(|f| f.resource == first)?;
+    let top = match finding.resource {
+        // Nothing names where these came from: there is nothing to check.
+        Resource::CHeap | Resource::Disk => return None,
+        Resource::Heap | Resource::Peak if !sites_recorded => return None,
+        Resource::Heap | Resource::Peak => finding
+            .sites
+            .first()
+            .and_then(|s| s.frames.first())
+            .map(|f| f.function.as_str()),
+        _ => finding.leaked.first().map(String::as_str),
+    };
+    let found = top.unwrap_or("nothing named");
+    (!found.contains(wanted)).then(|| {
+        format!(
+            "expected the {} leak's top site in {wanted}, found {found}",
+            finding.resource
+        )
+    })
+}
+
 /// Every leak the measurement shows, expected or not.
 fn findings(m: &Measurement, policy: &Policy) -> Vec<Finding> {
     [
@@ -147,7 +160,10 @@ fn findings(m: &Measurement, policy: &Policy) -> Vec<Finding> {
 /// Whether everything has come back far enough that settling may stop: no finding would
 /// be made from what was measured so far.
 pub(crate) fn settled(m: &Measurement, policy: &Policy) -> bool {
-    findings(m, policy).is_empty()
+    // Peaks and scaling are history: waiting cannot change them.
+    findings(m, policy)
+        .iter()
+        .all(|f| f.resource == Resource::Peak)
 }
 
 /// Whether the heap alone has come back.
@@ -336,11 +352,17 @@ pub(crate) fn fit_scaling(points: &[ScalePoint], expected: Option<Growth>) -> Op
         };
         (slope, my - slope * mx)
     };
-    // Logarithms need positive values; a peak of 0 bytes counts as 1.
+    // Peaks below the noise floor (the counters' flush granularity) read as the floor,
+    // so jitter in a small constant peak cannot fit as growth.
     let logs: Vec<(f64, f64)> = points
         .iter()
         .filter(|p| p.size > 0)
-        .map(|p| ((p.size as f64).ln(), (p.peak_bytes.max(1) as f64).ln()))
+        .map(|p| {
+            (
+                (p.size as f64).ln(),
+                (p.peak_bytes.max(PEAK_NOISE) as f64).ln(),
+            )
+        })
         .collect();
     let (exponent, _) = least_squares(&logs);
     let line: Vec<(f64, f64)> = points
@@ -363,10 +385,10 @@ fn scaling_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     let expected = policy.expect_growth?;
     let fit = fit_scaling(&m.scaling, Some(expected))?;
     let measured = Growth::of_exponent(fit.peak_exponent);
-    if measured <= expected {
+    let (first, last) = (fit.points.first()?, fit.points.last()?);
+    if measured <= expected || last.peak_bytes < first.peak_bytes + PEAK_NOISE {
         return None;
     }
-    let (first, last) = (fit.points.first()?, fit.points.last()?);
     let mut finding = Finding::new(
         Resource::Peak,
         last.peak_bytes as i64 - first.peak_bytes as i64,

@@ -16,7 +16,7 @@ use crate::alloc::heap_stats;
 use crate::console::bytes;
 use crate::measure::Event;
 
-/// How often the heap is looked at.
+/// How often the heap is looked at; it trips on the second poll over the limit.
 const POLL: Duration = Duration::from_millis(5);
 
 /// The running watchdog; stops and joins its thread on drop.
@@ -38,12 +38,15 @@ impl Watchdog {
             .spawn({
                 let (stop, ceiling) = (Arc::clone(&stop), Arc::clone(&ceiling));
                 move || {
+                    // Two polls in a row over the ceiling: one can be taken mid-update.
+                    let mut over = false;
                     while !stop.load(Relaxed) {
                         let live = heap_stats().live_bytes;
                         let ceiling = ceiling.load(Relaxed);
-                        if live > ceiling {
+                        if live > ceiling && over {
                             trip(limit, live - (ceiling - limit), channel.as_ref());
                         }
+                        over = live > ceiling;
                         std::thread::sleep(POLL);
                     }
                 }
@@ -75,6 +78,8 @@ impl Drop for Watchdog {
 /// Reports the sites at the peak and stops the process.
 fn trip(limit: u64, heap: u64, channel: Option<&PathBuf>) -> ! {
     crate::alloc::peak::copy_now(heap_stats().live_bytes);
+    // The report's own allocations are not sites of the scenario.
+    let _untracked = crate::alloc::ReentrancyGuard::enter();
     let sites = crate::session::peak_sites();
     eprintln!(
         "leakgate: the heap reached {} above baseline, over the memory limit of {}: stopping the scenario",

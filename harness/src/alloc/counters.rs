@@ -12,7 +12,10 @@
 //! `FLUSH_BYTES` and, with `t` threads, off by at most `t × FLUSH_BYTES`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// Net bytes a thread may change before it folds them into the global peak counter.
 pub(crate) const FLUSH_BYTES: i64 = 16 << 10;
@@ -111,8 +114,9 @@ fn shard_index() -> usize {
 #[inline(always)]
 fn bump(counter: &AtomicU64, by: u64, owned: bool) {
     if owned {
-        // The owning thread is the only writer: a plain load and store suffice.
-        counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
+        // The owning thread is the only writer: a plain load and store suffice (Release
+        // orders the shard's counters for readers; a plain `mov` on x86).
+        counter.store(counter.load(Relaxed).wrapping_add(by), Release);
     } else {
         counter.fetch_add(by, Relaxed);
     }
@@ -140,8 +144,11 @@ fn flush(shard: &Shard) {
     let live = LIVE_FLUSHED.fetch_add(amount, Relaxed) + amount;
     if amount > 0 {
         PEAK.fetch_max(live, Relaxed);
-        // Not only when PEAK moves: samples raise PEAK to the exact live bytes too.
-        super::peak::on_new_high(live as u64);
+        // Not only when PEAK moves: samples raise PEAK to the exact live bytes too. The
+        // flushed total lags the exact one and may even dip below zero.
+        if let Ok(live) = u64::try_from(live) {
+            super::peak::on_new_high(live);
+        }
     }
 }
 
@@ -196,20 +203,26 @@ pub struct HeapStats {
 
 /// Reads the counters of every thread.
 pub fn heap_stats() -> HeapStats {
-    let (mut allocated, mut freed, mut allocations, mut frees) = (0u64, 0u64, 0u64, 0u64);
+    // Frees first, then allocations: a block allocated and freed while the shards are
+    // being read then counts as live (a brief overestimate) instead of making the
+    // difference wrap below zero.
+    let (mut freed, mut frees) = (0u64, 0u64);
     for shard in &SHARDS {
-        allocated = allocated.wrapping_add(shard.allocated_bytes.load(Relaxed));
-        freed = freed.wrapping_add(shard.freed_bytes.load(Relaxed));
-        allocations = allocations.wrapping_add(shard.allocations.load(Relaxed));
-        frees = frees.wrapping_add(shard.frees.load(Relaxed));
+        freed = freed.wrapping_add(shard.freed_bytes.load(Acquire));
+        frees = frees.wrapping_add(shard.frees.load(Acquire));
     }
-    let live_bytes = allocated.wrapping_sub(freed);
+    let (mut allocated, mut allocations) = (0u64, 0u64);
+    for shard in &SHARDS {
+        allocated = allocated.wrapping_add(shard.allocated_bytes.load(Acquire));
+        allocations = allocations.wrapping_add(shard.allocations.load(Acquire));
+    }
+    let live_bytes = allocated.saturating_sub(freed);
     let peak = PEAK
         .fetch_max(live_bytes as i64, Relaxed)
         .max(live_bytes as i64);
     HeapStats {
         live_bytes,
-        live_blocks: allocations.wrapping_sub(frees),
+        live_blocks: allocations.saturating_sub(frees),
         allocations,
         peak_bytes: peak.max(0) as u64,
     }

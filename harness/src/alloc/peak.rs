@@ -18,6 +18,8 @@ const MIN_STEP: u64 = 64 << 10;
 static ARMED: AtomicBool = AtomicBool::new(false);
 static SITE_BYTES: AtomicPtr<u64> = AtomicPtr::new(std::ptr::null_mut());
 static NEXT_COPY_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Live bytes at `arm`: steps between copies are a sixteenth of the growth above it.
+static ARMED_AT: AtomicU64 = AtomicU64::new(0);
 /// Sites interned so far: how much of the array a copy needs.
 pub(crate) static SITES_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
@@ -67,7 +69,8 @@ pub(crate) fn arm(live: u64) {
     }
     copy.bytes.as_mut_slice().fill(0);
     copy.live = live;
-    NEXT_COPY_AT.store(live + MIN_STEP, Relaxed);
+    ARMED_AT.store(live, Relaxed);
+    NEXT_COPY_AT.store(live.saturating_add(MIN_STEP), Relaxed);
     ARMED.store(true, Relaxed);
 }
 
@@ -97,7 +100,11 @@ pub(crate) fn on_new_high(live: u64) {
     if !ARMED.load(Relaxed) || live < NEXT_COPY_AT.load(Relaxed) {
         return;
     }
-    let mut copy = COPY.lock();
+    // Never waits: this runs inside the allocator, possibly on a thread that already
+    // holds the copy (its own allocation while reading it).
+    let Some(mut copy) = COPY.try_lock() else {
+        return;
+    };
     if live <= copy.live {
         return; // Another thread copied a higher point meanwhile.
     }
@@ -119,15 +126,23 @@ fn take_copy(copy: &mut Copy, live: u64) {
         *slot = site_bytes(site as u32).map_or(0, |c| c.load(Relaxed));
     }
     copy.live = live;
-    NEXT_COPY_AT.store(live + (live / 16).max(MIN_STEP), Relaxed);
+    let growth = live.saturating_sub(ARMED_AT.load(Relaxed));
+    NEXT_COPY_AT.store(live.saturating_add((growth / 16).max(MIN_STEP)), Relaxed);
 }
 
 /// The largest sites of the last copy, with their live bytes there, and the live bytes
 /// the copy was taken at.
 pub(crate) fn top(count: usize) -> (Vec<(u32, u64)>, u64) {
-    let copy = COPY.lock();
-    let in_use = SITES_IN_USE.load(Relaxed).min(copy.bytes.capacity());
-    let mut sites: Vec<(u32, u64)> = copy.bytes.as_slice()[..in_use]
+    // Allocated before the lock and filled within its capacity: an allocation while
+    // holding the copy could reach `on_new_high` on this thread.
+    let mut bytes: Vec<u64> = Vec::with_capacity(MAX_SITES);
+    let live = {
+        let copy = COPY.lock();
+        let in_use = SITES_IN_USE.load(Relaxed).min(copy.bytes.capacity());
+        bytes.extend_from_slice(&copy.bytes.as_slice()[..in_use]);
+        copy.live
+    };
+    let mut sites: Vec<(u32, u64)> = bytes
         .iter()
         .enumerate()
         .filter(|(_, bytes)| **bytes > 0)
@@ -135,5 +150,5 @@ pub(crate) fn top(count: usize) -> (Vec<(u32, u64)>, u64) {
         .collect();
     sites.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
     sites.truncate(count);
-    (sites, copy.live)
+    (sites, live)
 }

@@ -28,6 +28,14 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The lock if it is free now, without waiting.
+    pub(crate) fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(SpinGuard { lock: self })
+    }
+
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
         let mut spins = 0u32;
         while self

@@ -78,7 +78,8 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
     let site = current_site();
     let block = LiveBlock::new(address as usize, size, site, ITERATION.load(Relaxed));
     shard_of(block.address).lock().insert(block);
-    peak::add(site, size as u64);
+    // The stored size, so the subtraction at free matches (large sizes are rounded).
+    peak::add(site, block.size());
 }
 
 /// Removes a freed block's entry, if it has one. Called while [`table_in_use`].

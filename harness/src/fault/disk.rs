@@ -11,7 +11,9 @@ static SCOPE: Mutex<()> = Mutex::new(());
 /// thread; the previous limit comes back afterwards, also if `operation` panics.
 ///
 /// Implemented with `RLIMIT_FSIZE`, with `SIGXFSZ` ignored for the duration so the
-/// write fails instead of killing the process.
+/// write fails instead of killing the process. Scopes do not nest (an inner one would
+/// wait for the outer one forever); panics if the limit cannot be set, rather than run
+/// the operation without the fault.
 pub fn disk_full<T>(limit_bytes: u64, operation: impl FnOnce() -> T) -> T {
     let _scope = SCOPE
         .lock()
@@ -22,29 +24,40 @@ pub fn disk_full<T>(limit_bytes: u64, operation: impl FnOnce() -> T) -> T {
 
 /// The file-size limit and `SIGXFSZ` disposition in force before, restored on drop.
 struct FileSizeLimit {
-    previous: Option<libc::rlimit>,
-    previous_handler: libc::sighandler_t,
+    previous: libc::rlimit,
+    previous_action: libc::sigaction,
 }
 
 impl FileSizeLimit {
     fn set(limit_bytes: u64) -> Self {
-        // SAFETY: plain system calls on this process; `current` is written by getrlimit
-        // before it is read, and SIG_IGN is a valid disposition for SIGXFSZ.
+        // SAFETY: plain system calls on this process. `previous` and `previous_action` are
+        // written by the kernel before they are read; `ignore` is a valid disposition.
         unsafe {
-            let previous_handler = libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let mut current: libc::rlimit = std::mem::zeroed();
-            let previous =
-                (libc::getrlimit(libc::RLIMIT_FSIZE, &mut current) == 0).then_some(current);
-            if let Some(current) = previous {
-                let limit = libc::rlimit {
-                    rlim_cur: (limit_bytes as libc::rlim_t).min(current.rlim_max),
-                    rlim_max: current.rlim_max,
-                };
-                libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
-            }
+            let mut previous: libc::rlimit = std::mem::zeroed();
+            assert_eq!(
+                libc::getrlimit(libc::RLIMIT_FSIZE, &mut previous),
+                0,
+                "leakgate::fault::disk_full: getrlimit(RLIMIT_FSIZE) failed: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            let mut previous_action: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGXFSZ, &ignore, &mut previous_action);
+            // Never looser than a limit already in force.
+            let limit = libc::rlimit {
+                rlim_cur: (limit_bytes as libc::rlim_t).min(previous.rlim_cur),
+                rlim_max: previous.rlim_max,
+            };
+            assert_eq!(
+                libc::setrlimit(libc::RLIMIT_FSIZE, &limit),
+                0,
+                "leakgate::fault::disk_full: setrlimit(RLIMIT_FSIZE) failed: {}",
+                std::io::Error::last_os_error()
+            );
             Self {
                 previous,
-                previous_handler,
+                previous_action,
             }
         }
     }
@@ -54,10 +67,8 @@ impl Drop for FileSizeLimit {
     fn drop(&mut self) {
         // SAFETY: restores exactly what `set` read.
         unsafe {
-            if let Some(previous) = &self.previous {
-                libc::setrlimit(libc::RLIMIT_FSIZE, previous);
-            }
-            libc::signal(libc::SIGXFSZ, self.previous_handler);
+            libc::setrlimit(libc::RLIMIT_FSIZE, &self.previous);
+            libc::sigaction(libc::SIGXFSZ, &self.previous_action, std::ptr::null_mut());
         }
     }
 }

@@ -3,12 +3,21 @@
 //! The code under test declares points with the [`fail`] crate's `fail_point!` macro and
 //! builds with `fail/failpoints` enabled in the leak test:
 //!
-//! ```ignore
-//! fn restore(dir: &Path) -> io::Result<()> {
-//!     copy_files(dir)?;
-//!     fail::fail_point!("restore::before_rename", |_| Err(io::Error::other("injected")));
-//!     rename_into_place(dir)
+//! ```
+//! use leakgate::fault::failpoints::{self, fail::fail_point};
+//! use std::io;
+//!
+//! fn restore() -> io::Result<()> {
+//!     // copy the files into the staging directory, then:
+//!     fail_point!("restore::before_rename", |_| Err(io::Error::other("injected")));
+//!     Ok(()) // rename into place
 //! }
+//!
+//! let armed = failpoints::arm("restore::before_rename", 2).unwrap();
+//! assert!(restore().is_ok());
+//! assert!(restore().is_err()); // the second hit fails
+//! assert!(restore().is_ok());
+//! drop(armed);
 //! ```
 //!
 //! A scenario arms the point for each iteration with [`arm`]; [`sweep`] makes one
