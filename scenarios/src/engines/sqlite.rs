@@ -1,0 +1,75 @@
+//! SQLite through `rusqlite` (bundled): WAL mode, `wal_checkpoint(TRUNCATE)`, and the
+//! online backup API. SQLite allocates with C's `malloc`, so its memory is the C heap.
+
+use std::path::Path;
+
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
+
+use crate::engine::{Engine, EngineResult};
+use crate::engines::copy_dir_or_nothing;
+
+/// A SQLite database in `<dir>/data.db`, in WAL mode.
+pub struct Sqlite {
+    connection: Connection,
+}
+
+const FILE: &str = "data.db";
+
+impl Engine for Sqlite {
+    const NAME: &'static str = "sqlite";
+
+    fn open(dir: &Path) -> EngineResult<Self> {
+        std::fs::create_dir_all(dir)?;
+        let connection = Connection::open(dir.join(FILE))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, value BLOB NOT NULL)",
+        )?;
+        Ok(Self { connection })
+    }
+
+    fn write(&mut self, records: &[(Vec<u8>, Vec<u8>)]) -> EngineResult<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction
+                .prepare_cached("INSERT OR REPLACE INTO records (key, value) VALUES (?1, ?2)")?;
+            for (key, value) in records {
+                insert.execute(params![key, value])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        let mut select = self
+            .connection
+            .prepare_cached("SELECT value FROM records WHERE key = ?1")?;
+        Ok(select
+            .query_row(params![key], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn checkpoint(&mut self) -> EngineResult<()> {
+        self.connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn supports_backup() -> bool {
+        true
+    }
+
+    fn backup(&mut self, to: &Path) -> EngineResult<()> {
+        self.connection.backup(
+            MAIN_DB,
+            to.join(FILE),
+            None::<fn(rusqlite::backup::Progress)>,
+        )?;
+        Ok(())
+    }
+
+    fn restore(from: &Path, into: &Path) -> EngineResult<()> {
+        copy_dir_or_nothing(from, into)
+    }
+}

@@ -1,0 +1,98 @@
+//! Scenario templates, generic over [`Engine`]: each returns a ready [`Scenario`] named
+//! `<engine>/<template>`.
+
+use std::path::{Path, PathBuf};
+
+use leakgate::{Scenario, fault};
+
+use crate::engine::{Engine, EngineResult, Records};
+
+/// Records written per iteration by the templates.
+const RECORDS: Records = Records::new(200, 100);
+
+/// Write, checkpoint, repeat on a live engine, rewriting the same keys so the database
+/// stays the same size: memory, descriptors and disk must stay flat (MatrixOne's
+/// `TestCkpLeak`: a checkpoint that keeps buffers referenced).
+pub fn checkpoint_loop<E: Engine>() -> Scenario<E> {
+    Scenario::new(format!("{}/checkpoint_loop", E::NAME))
+        .warmup(10)
+        .iterations(100)
+        .setup(|ctx| E::open(ctx.dir()).expect("the engine opens"))
+        .iterate(|engine: &mut E, i| -> EngineResult<()> {
+            engine.write(&RECORDS.batch(i as u64))?;
+            engine.checkpoint()?;
+            RECORDS.verify(engine, i as u64)
+        })
+}
+
+/// The state of the backup templates: the live engine, and where its backup lives.
+pub struct Backed<E> {
+    engine: E,
+    dir: PathBuf,
+}
+
+impl<E: Engine> Backed<E> {
+    fn open(dir: &Path) -> EngineResult<Self> {
+        let mut engine = E::open(&dir.join("db"))?;
+        engine.write(&RECORDS.batch(0))?;
+        engine.checkpoint()?;
+        Ok(Self {
+            engine,
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+/// Back up the live engine, restore the backup into a fresh directory, open it, verify,
+/// close, remove both: every iteration.
+pub fn backup_restore_cycle<E: Engine>() -> Scenario<Backed<E>> {
+    Scenario::new(format!("{}/backup_restore_cycle", E::NAME))
+        .warmup(5)
+        .iterations(50)
+        .setup(|ctx| Backed::<E>::open(ctx.dir()).expect("the engine opens"))
+        .iterate(|state: &mut Backed<E>, _| -> EngineResult<()> {
+            let (backup, restored) = (state.dir.join("backup"), state.dir.join("restored"));
+            std::fs::create_dir(&backup)?;
+            state.engine.backup(&backup)?;
+            E::restore(&backup, &restored)?;
+            let mut copy = E::open(&restored)?;
+            RECORDS.verify(&mut copy, 0)?;
+            drop(copy);
+            std::fs::remove_dir_all(&backup)?;
+            std::fs::remove_dir_all(&restored)?;
+            Ok(())
+        })
+}
+
+/// A restore that fails midway because the disk fills up must leave nothing behind (no
+/// staging directory, descriptor, thread or memory), and the next restore must succeed
+/// (Apache Kvrocks's `db.tmp`).
+pub fn failed_restore<E: Engine>() -> Scenario<Backed<E>> {
+    Scenario::new(format!("{}/failed_restore", E::NAME))
+        .warmup(5)
+        .iterations(50)
+        .setup(|ctx| {
+            let state = Backed::<E>::open(ctx.dir()).expect("the engine opens");
+            let backup = state.dir.join("backup");
+            std::fs::create_dir(&backup).expect("the backup directory is created");
+            let mut state = state;
+            state.engine.backup(&backup).expect("the backup is written");
+            state
+        })
+        .iterate(|state: &mut Backed<E>, _| -> EngineResult<()> {
+            let (backup, restored) = (state.dir.join("backup"), state.dir.join("restored"));
+            // Small enough that no engine's files fit.
+            if fault::disk_full(4096, || E::restore(&backup, &restored)).is_ok() {
+                return Err("the restore should fail on a full disk".into());
+            }
+            if restored.exists() {
+                return Err(format!("the failed restore left {}", restored.display()).into());
+            }
+            E::restore(&backup, &restored)?;
+            let mut copy = E::open(&restored)?;
+            RECORDS.verify(&mut copy, 0)?;
+            drop(copy);
+            std::fs::remove_dir_all(&restored)?;
+            Ok(())
+        })
+}
