@@ -55,6 +55,7 @@
 
 mod engine;
 pub mod engines;
+pub mod incidents;
 pub mod templates;
 
 pub use engine::{Engine, EngineResult, Records, unsupported};

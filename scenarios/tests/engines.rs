@@ -2,8 +2,9 @@
 //! default settings, or pin a real finding with `expect_leak` and a comment with the
 //! evidence.
 
-use leakgate::Gate;
+use leakgate::{Gate, Resource};
 use leakgate_scenarios::engines::{Redb, Sqlite};
+use leakgate_scenarios::incidents::CheckpointPinsSegments;
 use leakgate_scenarios::templates::{backup_restore_cycle, checkpoint_loop, failed_restore};
 
 leakgate::global_allocator!();
@@ -16,5 +17,11 @@ fn main() -> std::process::ExitCode {
         .scenario(checkpoint_loop::<Redb>())
         .scenario(backup_restore_cycle::<Redb>())
         .scenario(failed_restore::<Redb>())
+        // MatrixOne's TestCkpLeak planted on SQLite; `sqlite/checkpoint_loop` is its twin.
+        .scenario(
+            checkpoint_loop::<CheckpointPinsSegments<Sqlite>>()
+                .expect_leak(Resource::Heap)
+                .expect_site("pin_segment"),
+        )
         .run()
 }
