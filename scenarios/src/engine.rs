@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use leakgate::Resource;
+
 /// The result of an engine operation; adapters box their engine's own error.
 pub type EngineResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -29,6 +31,14 @@ pub trait Engine: Sized + 'static {
     /// Makes what was written durable in the main files: a WAL checkpoint that truncates
     /// the log, a memtable flush.
     fn checkpoint(&mut self) -> EngineResult<()>;
+
+    /// Growth the engine is known to show without leaking (a bounded cache that fills
+    /// slowly, metadata that settles), applied by every template: `(resource, amount)`
+    /// as for `Scenario::tolerance`. Default: none. Each entry wants a comment with the
+    /// evidence.
+    fn tolerances() -> Vec<(Resource, u64)> {
+        Vec::new()
+    }
 
     /// Whether [`backup`](Engine::backup) and [`restore`](Engine::restore) work.
     fn supports_backup() -> bool {

@@ -7,6 +7,14 @@ use leakgate::{Scenario, fault};
 
 use crate::engine::{Engine, EngineResult, Records};
 
+/// A scenario named `<engine>/<template>` with the engine's known tolerances.
+fn engine_scenario<E: Engine>(template: &str) -> Scenario {
+    E::tolerances().into_iter().fold(
+        Scenario::new(format!("{}/{template}", E::NAME)),
+        |scenario, (resource, amount)| scenario.tolerance(resource, amount),
+    )
+}
+
 /// Records written per iteration by the templates.
 const RECORDS: Records = Records::new(200, 100);
 
@@ -14,8 +22,9 @@ const RECORDS: Records = Records::new(200, 100);
 /// stays the same size: memory, descriptors and disk must stay flat (MatrixOne's
 /// `TestCkpLeak`: a checkpoint that keeps buffers referenced).
 pub fn checkpoint_loop<E: Engine>() -> Scenario<E> {
-    Scenario::new(format!("{}/checkpoint_loop", E::NAME))
-        .warmup(10)
+    engine_scenario::<E>("checkpoint_loop")
+        // Enough for block caches and compaction state to reach their steady size.
+        .warmup(30)
         .iterations(100)
         .setup(|ctx| E::open(ctx.dir()).expect("the engine opens"))
         .iterate(|engine: &mut E, i| -> EngineResult<()> {
@@ -46,7 +55,7 @@ impl<E: Engine> Backed<E> {
 /// Back up the live engine, restore the backup into a fresh directory, open it, verify,
 /// close, remove both: every iteration.
 pub fn backup_restore_cycle<E: Engine>() -> Scenario<Backed<E>> {
-    Scenario::new(format!("{}/backup_restore_cycle", E::NAME))
+    engine_scenario::<E>("backup_restore_cycle")
         .warmup(5)
         .iterations(50)
         .setup(|ctx| Backed::<E>::open(ctx.dir()).expect("the engine opens"))
@@ -68,7 +77,7 @@ pub fn backup_restore_cycle<E: Engine>() -> Scenario<Backed<E>> {
 /// staging directory, descriptor, thread or memory), and the next restore must succeed
 /// (Apache Kvrocks's `db.tmp`).
 pub fn failed_restore<E: Engine>() -> Scenario<Backed<E>> {
-    Scenario::new(format!("{}/failed_restore", E::NAME))
+    engine_scenario::<E>("failed_restore")
         .warmup(5)
         .iterations(50)
         .setup(|ctx| {

@@ -3,7 +3,7 @@
 //! evidence.
 
 use leakgate::{Gate, Resource};
-use leakgate_scenarios::engines::{Redb, Sqlite};
+use leakgate_scenarios::engines::{Fjall, Redb, Sqlite};
 use leakgate_scenarios::incidents::CheckpointPinsSegments;
 use leakgate_scenarios::templates::{backup_restore_cycle, checkpoint_loop, failed_restore};
 
@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
         .scenario(checkpoint_loop::<Redb>())
         .scenario(backup_restore_cycle::<Redb>())
         .scenario(failed_restore::<Redb>())
+        .scenario(checkpoint_loop::<Fjall>())
         // MatrixOne's TestCkpLeak planted on SQLite; `sqlite/checkpoint_loop` is its twin.
         .scenario(
             checkpoint_loop::<CheckpointPinsSegments<Sqlite>>()

@@ -1,8 +1,10 @@
 //! Adapters for real engines.
 
+mod fjall;
 mod redb;
 mod sqlite;
 
+pub use self::fjall::Fjall;
 pub use self::redb::Redb;
 pub use self::sqlite::Sqlite;
 
