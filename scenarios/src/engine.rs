@@ -40,6 +40,18 @@ pub trait Engine: Sized + 'static {
         Vec::new()
     }
 
+    /// Whether [`snapshot`](Engine::snapshot) works.
+    fn supports_snapshots() -> bool {
+        false
+    }
+
+    /// A read snapshot of the database as it is now, held until dropped: a read
+    /// transaction, an MVCC snapshot. While it lives, the engine must keep what it sees
+    /// (which is what blocks a WAL checkpoint).
+    fn snapshot(&mut self) -> EngineResult<Box<dyn Snapshot>> {
+        Err(unsupported(Self::NAME, "snapshots"))
+    }
+
     /// Whether [`backup`](Engine::backup) and [`restore`](Engine::restore) work.
     fn supports_backup() -> bool {
         false
@@ -57,6 +69,12 @@ pub trait Engine: Sized + 'static {
         let _ = (from, into);
         Err(unsupported(Self::NAME, "restore"))
     }
+}
+
+/// A read snapshot taken by [`Engine::snapshot`].
+pub trait Snapshot {
+    /// Reads `key` as of the snapshot.
+    fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>>;
 }
 
 /// Deterministic records: `count` keys, with values that depend on `seed`, so a batch

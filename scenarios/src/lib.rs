@@ -58,4 +58,4 @@ pub mod engines;
 pub mod incidents;
 pub mod templates;
 
-pub use engine::{Engine, EngineResult, Records, unsupported};
+pub use engine::{Engine, EngineResult, Records, Snapshot, unsupported};

@@ -34,6 +34,70 @@ pub fn checkpoint_loop<E: Engine>() -> Scenario<E> {
         })
 }
 
+/// Take a snapshot, write a new batch over the same keys, check the snapshot still sees
+/// the old one, release it, checkpoint: snapshots and read transactions must give back
+/// everything they pinned.
+pub fn snapshot_churn<E: Engine>() -> Scenario<E> {
+    engine_scenario::<E>("snapshot_churn")
+        .warmup(30)
+        .iterations(100)
+        .setup(|ctx| {
+            let mut engine = E::open(ctx.dir()).expect("the engine opens");
+            engine
+                .write(&RECORDS.batch(0))
+                .expect("the first batch is written");
+            engine
+        })
+        .iterate(|engine: &mut E, i| -> EngineResult<()> {
+            let (before, after) = (i as u64, i as u64 + 1);
+            engine.write(&RECORDS.batch(before))?;
+            let mut snapshot = engine.snapshot()?;
+            engine.write(&RECORDS.batch(after))?;
+            let seen = snapshot.read(&RECORDS.key(0))?;
+            if seen.as_deref() != Some(RECORDS.value(before, 0).as_slice()) {
+                return Err(format!("{}: a snapshot saw a later write", E::NAME).into());
+            }
+            drop(snapshot);
+            engine.checkpoint()
+        })
+}
+
+/// A long-lived reader that blocks checkpoints while writes go on; the write-ahead log
+/// may grow while it reads, but must shrink back once it lets go (rqlite on SQLite: a
+/// checkpoint that could not complete). Here the reader holds on for `hold` iterations
+/// at a time; `hold = None` never lets go, which is the incident.
+pub fn blocked_checkpoint<E: Engine>(hold: Option<usize>) -> Scenario<Blocked<E>> {
+    let name = match hold {
+        Some(_) => "blocked_checkpoint",
+        None => "blocked_checkpoint_reader_never_lets_go",
+    };
+    engine_scenario::<E>(name)
+        .warmup(hold.unwrap_or(1).max(10))
+        .iterations(100)
+        .setup(|ctx| Blocked {
+            engine: E::open(ctx.dir()).expect("the engine opens"),
+            reader: None,
+        })
+        .iterate(move |state: &mut Blocked<E>, i| -> EngineResult<()> {
+            if hold.is_some_and(|hold| i.is_multiple_of(hold)) {
+                // The reader lets go: this checkpoint can complete and truncate the log.
+                state.reader = None;
+                state.engine.checkpoint()?;
+            }
+            if state.reader.is_none() {
+                state.reader = Some(state.engine.snapshot()?);
+            }
+            state.engine.write(&RECORDS.batch(i as u64))?;
+            state.engine.checkpoint()
+        })
+}
+
+/// The state of [`blocked_checkpoint`]: the engine and the reader that blocks it.
+pub struct Blocked<E> {
+    engine: E,
+    reader: Option<Box<dyn crate::Snapshot>>,
+}
+
 /// The state of the backup templates: the live engine, and where its backup lives.
 pub struct Backed<E> {
     engine: E,

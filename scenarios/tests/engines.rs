@@ -5,7 +5,9 @@
 use leakgate::{Gate, Resource};
 use leakgate_scenarios::engines::{Fjall, Redb, Sqlite};
 use leakgate_scenarios::incidents::CheckpointPinsSegments;
-use leakgate_scenarios::templates::{backup_restore_cycle, checkpoint_loop, failed_restore};
+use leakgate_scenarios::templates::{
+    backup_restore_cycle, blocked_checkpoint, checkpoint_loop, failed_restore, snapshot_churn,
+};
 
 leakgate::global_allocator!();
 
@@ -18,6 +20,13 @@ fn main() -> std::process::ExitCode {
         .scenario(backup_restore_cycle::<Redb>())
         .scenario(failed_restore::<Redb>())
         .scenario(checkpoint_loop::<Fjall>())
+        .scenario(snapshot_churn::<Sqlite>())
+        .scenario(snapshot_churn::<Redb>())
+        .scenario(snapshot_churn::<Fjall>())
+        .scenario(blocked_checkpoint::<Sqlite>(Some(10)))
+        // rqlite's incident on SQLite: a reader that never lets go, so no checkpoint can
+        // truncate the WAL, which grows with every write.
+        .scenario(blocked_checkpoint::<Sqlite>(None).expect_leak(Resource::Disk))
         // MatrixOne's TestCkpLeak planted on SQLite; `sqlite/checkpoint_loop` is its twin.
         .scenario(
             checkpoint_loop::<CheckpointPinsSegments<Sqlite>>()

@@ -3,10 +3,25 @@
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use leakgate::Resource;
 
-use crate::engine::{Engine, EngineResult};
+use crate::engine::{Engine, EngineResult, Snapshot};
+
+/// An MVCC snapshot of the database.
+struct FjallSnapshot {
+    snapshot: fjall::Snapshot,
+    records: Keyspace,
+}
+
+impl Snapshot for FjallSnapshot {
+    fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        Ok(self
+            .snapshot
+            .get(&self.records, key)?
+            .map(|value| value.to_vec()))
+    }
+}
 
 /// Block cache of the databases the templates open.
 const CACHE_BYTES: u64 = 256 << 10;
@@ -48,6 +63,17 @@ impl Engine for Fjall {
     /// keeps growing, so they are allowed up to the cache's size and a page.
     fn tolerances() -> Vec<(Resource, u64)> {
         vec![(Resource::Heap, CACHE_BYTES), (Resource::Disk, 4096)]
+    }
+
+    fn supports_snapshots() -> bool {
+        true
+    }
+
+    fn snapshot(&mut self) -> EngineResult<Box<dyn Snapshot>> {
+        Ok(Box::new(FjallSnapshot {
+            snapshot: self.database.snapshot(),
+            records: self.records.clone(),
+        }))
     }
 
     fn checkpoint(&mut self) -> EngineResult<()> {

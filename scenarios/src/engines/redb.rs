@@ -5,11 +5,21 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use crate::engine::{Engine, EngineResult};
+use crate::engine::{Engine, EngineResult, Snapshot};
 use crate::engines::copy_dir_or_nothing;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const FILE: &str = "data.redb";
+
+/// A read transaction.
+struct RedbSnapshot(redb::ReadTransaction);
+
+impl Snapshot for RedbSnapshot {
+    fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        let table = self.0.open_table(RECORDS)?;
+        Ok(table.get(key)?.map(|value| value.value().to_vec()))
+    }
+}
 
 /// A redb database in `<dir>/data.redb`.
 pub struct Redb {
@@ -52,6 +62,14 @@ impl Engine for Redb {
         // Every commit is durable; compaction returns the space old pages held.
         self.database.compact()?;
         Ok(())
+    }
+
+    fn supports_snapshots() -> bool {
+        true
+    }
+
+    fn snapshot(&mut self) -> EngineResult<Box<dyn Snapshot>> {
+        Ok(Box::new(RedbSnapshot(self.database.begin_read()?)))
     }
 
     fn supports_backup() -> bool {
