@@ -336,6 +336,14 @@ fn scenario_report(
             report.notes = m.notes;
             report.notes.extend(analysis.notes);
             report.scaling = analysis.scaling;
+            if let Some(cause) = spec
+                .policy
+                .expect_crash
+                .filter(|_| report.verdict == Verdict::Pass)
+            {
+                report.verdict = Verdict::Fail;
+                report.summary = format!("expected a crash ({cause:?}), but the scenario finished");
+            }
             report
         }
         (crash, _) => {
@@ -348,6 +356,11 @@ fn scenario_report(
             });
             let mut report = match run.memory_limit {
                 Some(hit) => memory_limit_report(spec, hit, &crash),
+                None if spec.policy.expect_crash == Some(crash.cause) => ScenarioReport::new(
+                    &spec.name,
+                    Verdict::Pass,
+                    format!("expected crash found: {}", crash_summary(&crash)),
+                ),
                 None => ScenarioReport::new(&spec.name, Verdict::Crashed, crash_summary(&crash)),
             };
             report.series = run.partial.series;

@@ -109,7 +109,7 @@ mod watchdog;
 pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats, reset_peak};
 pub use config::ConfigError;
 pub use gate::Gate;
-pub use leakgate_reports::Resource;
+pub use leakgate_reports::{CrashCause, Resource};
 pub use scenario::{Ctx, DEFAULT_C_HEAP_TOLERANCE, Growth, IterationResult, Scenario};
 
 #[doc(hidden)]

@@ -4,7 +4,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leakgate_reports::Resource;
+use leakgate_reports::{CrashCause, Resource};
 
 /// What a scenario's closures see of the run.
 #[derive(Debug)]
@@ -73,6 +73,8 @@ pub(crate) struct Policy {
     pub expect_site: Option<String>,
     /// The worst peak growth with input size that passes.
     pub expect_growth: Option<Growth>,
+    /// A known crash the scenario must end with, pinned as a finding.
+    pub expect_crash: Option<CrashCause>,
 }
 
 /// How memory grows with input size, from the exponent `e` of peak ≈ c · sizeᵉ.
@@ -189,6 +191,7 @@ impl Scenario<()> {
                     peak_budget: None,
                     expect_site: None,
                     expect_growth: None,
+                    expect_crash: None,
                 },
             },
             setup: Box::new(|_| ()),
@@ -300,6 +303,14 @@ impl<S: 'static> Scenario<S> {
     /// linear, not constant).
     pub fn expect_peak_growth(mut self, growth: Growth) -> Self {
         self.spec.policy.expect_growth = Some(growth);
+        self
+    }
+
+    /// Pins a known crash of the code under test (an engine that panics on a corrupted
+    /// page, say): the scenario passes only if it crashes with this cause, and the report
+    /// still shows the crash. Say why in a comment, with the evidence.
+    pub fn expect_crash(mut self, cause: CrashCause) -> Self {
+        self.spec.policy.expect_crash = Some(cause);
         self
     }
 

@@ -496,6 +496,7 @@ mod tests {
             peak_budget: None,
             expect_site: None,
             expect_growth: None,
+            expect_crash: None,
         }
     }
 

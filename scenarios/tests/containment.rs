@@ -41,11 +41,11 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(101), "{stdout}");
     assert!(
-        stdout.contains("test result: FAILED. 2 passed; 8 failed"),
+        stdout.contains("test result: FAILED. 3 passed; 8 failed"),
         "{stdout}"
     );
     let report = read_report(&dir.path().join("report.json")).unwrap();
-    assert_eq!(report.scenarios.len(), 10);
+    assert_eq!(report.scenarios.len(), 11);
 
     for clean in ["clean/before", "clean/after"] {
         assert_eq!(scenario(&report, clean).verdict, Verdict::Pass, "{clean}");
@@ -134,6 +134,14 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     );
     let top = &peak.sites[0].frames[0].function;
     assert!(top.contains("runaway_replay"), "{top}");
+
+    // A pinned crash passes and is still reported.
+    let pinned = scenario(&report, "pinned/known_panic");
+    assert_eq!(pinned.verdict, Verdict::Pass, "{pinned:?}");
+    assert_eq!(
+        pinned.crash.as_ref().map(|c| c.cause),
+        Some(CrashCause::Panic)
+    );
 
     let failed = scenario(&report, "fail/iteration_error");
     assert_eq!(failed.verdict, Verdict::Fail);

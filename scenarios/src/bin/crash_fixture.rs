@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::path::{Path, PathBuf};
 
 use leakgate::fault::pages::Pages;
-use leakgate::{Gate, Scenario};
+use leakgate::{CrashCause, Gate, Scenario};
 
 leakgate::global_allocator!();
 
@@ -117,6 +117,13 @@ fn main() -> std::process::ExitCode {
             Scenario::new("crash/panic_in_setup")
                 .setup(|_| -> u32 { panic!("cannot open the engine") })
                 .iterate(|_, _| {}),
+        )
+        .scenario(
+            Scenario::new("pinned/known_panic")
+                .warmup(0)
+                .iterations(5)
+                .expect_crash(CrashCause::Panic)
+                .iterate(|_, i| assert!(i < 2, "a known engine panic")),
         )
         .scenario(
             Scenario::new("fail/iteration_error")

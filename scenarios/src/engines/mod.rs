@@ -12,19 +12,26 @@ use std::path::Path;
 
 use crate::EngineResult;
 
-/// Copies every file of the directory `from` into `into`, which it creates; on error it
-/// removes `into` again, so a failed restore leaves nothing behind.
-pub(crate) fn copy_dir_or_nothing(from: &Path, into: &Path) -> EngineResult<()> {
-    let copied = (|| -> std::io::Result<()> {
-        std::fs::create_dir(into)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), into.join(entry.file_name()))?;
-        }
-        Ok(())
-    })();
+/// Copies the directory tree `from` into `into`, which it creates; on error it removes
+/// `into` again, so a failed restore leaves nothing behind.
+pub fn copy_dir_or_nothing(from: &Path, into: &Path) -> EngineResult<()> {
+    let copied = copy_tree(from, into);
     if copied.is_err() {
         let _ = std::fs::remove_dir_all(into);
     }
     Ok(copied?)
+}
+
+fn copy_tree(from: &Path, into: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(into)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = into.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
