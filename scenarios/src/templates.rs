@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use leakgate::{Scenario, fault};
+use leakgate::{Growth, Scenario, fault};
 
 use crate::engine::{Engine, EngineResult, Records};
 
@@ -160,6 +160,93 @@ fn corrupt_largest_file(dir: &Path, round: u64) -> EngineResult<()> {
         }
         2 => pages.zero(page)?,
         _ => pages.truncate_to(page)?,
+    }
+    Ok(())
+}
+
+/// How [`pitr_replay`] applies its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// In batches of [`REPLAY_BATCH`] records, as it reads them: constant memory.
+    Streaming,
+    /// Reads the whole log into memory first (MatrixOne's point-in-time restore, which
+    /// ran out of memory on long logs): memory grows with the log.
+    WholeLog,
+}
+
+/// Records applied per batch by a streaming replay.
+pub const REPLAY_BATCH: usize = 64;
+
+/// Point-in-time restore: replay a log of updates into a fresh database, at several log
+/// lengths (`.scaling`), and check the peak does not grow with the log. Keys repeat, so
+/// the database stays the same size whatever the log's length.
+pub fn pitr_replay<E: Engine>(replay: Replay) -> Scenario<PathBuf> {
+    let name = match replay {
+        Replay::Streaming => "pitr_replay",
+        Replay::WholeLog => "pitr_replay_holds_the_whole_log",
+    };
+    engine_scenario::<E>(name)
+        .warmup(1)
+        .iterations(5)
+        .scaling(&[2048, 4096, 8192, 16384])
+        .expect_peak_growth(Growth::Constant)
+        .setup(|ctx| write_log(ctx.dir(), ctx.size()).expect("the log is written"))
+        .iterate(move |log: &mut PathBuf, _| -> EngineResult<()> {
+            let target = log.with_file_name("restored");
+            let mut engine = E::open(&target)?;
+            match replay {
+                Replay::Streaming => replay_streaming(&mut engine, log)?,
+                Replay::WholeLog => replay_whole_log(&mut engine, log)?,
+            }
+            engine.checkpoint()?;
+            drop(engine);
+            std::fs::remove_dir_all(&target)?;
+            Ok(())
+        })
+}
+
+const LOG_RECORD: usize = 16 + 112;
+
+/// A log of `records` updates to 64 keys, in `dir/log`.
+fn write_log(dir: &Path, records: u64) -> std::io::Result<PathBuf> {
+    let path = dir.join("log");
+    let mut log = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    for i in 0..records {
+        std::io::Write::write_all(&mut log, format!("key-{:012}", i % 64).as_bytes())?;
+        std::io::Write::write_all(&mut log, &[(i % 251) as u8; LOG_RECORD - 16])?;
+    }
+    std::io::Write::flush(&mut log)?;
+    Ok(path)
+}
+
+fn parse(record: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (record[..16].to_vec(), record[16..].to_vec())
+}
+
+fn replay_streaming<E: Engine>(engine: &mut E, log: &Path) -> EngineResult<()> {
+    let mut reader = std::io::BufReader::new(std::fs::File::open(log)?);
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    let mut record = [0u8; LOG_RECORD];
+    while std::io::Read::read_exact(&mut reader, &mut record).is_ok() {
+        batch.push(parse(&record));
+        if batch.len() == REPLAY_BATCH {
+            engine.write(&batch)?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        engine.write(&batch)?;
+    }
+    Ok(())
+}
+
+/// The planted bug: the whole log in memory before the first record is applied.
+#[inline(never)]
+fn replay_whole_log<E: Engine>(engine: &mut E, log: &Path) -> EngineResult<()> {
+    let bytes = std::fs::read(log)?;
+    let records: Vec<(Vec<u8>, Vec<u8>)> = bytes.chunks_exact(LOG_RECORD).map(parse).collect();
+    for batch in records.chunks(REPLAY_BATCH) {
+        engine.write(batch)?;
     }
     Ok(())
 }

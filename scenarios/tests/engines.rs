@@ -6,8 +6,8 @@ use leakgate::{CrashCause, Gate, Resource};
 use leakgate_scenarios::engines::{Fjall, Redb, Sqlite};
 use leakgate_scenarios::incidents::CheckpointPinsSegments;
 use leakgate_scenarios::templates::{
-    backup_restore_cycle, blocked_checkpoint, checkpoint_loop, crash_recovery, failed_restore,
-    snapshot_churn,
+    Replay, backup_restore_cycle, blocked_checkpoint, checkpoint_loop, crash_recovery,
+    failed_restore, pitr_replay, snapshot_churn,
 };
 
 leakgate::global_allocator!();
@@ -32,6 +32,15 @@ fn main() -> std::process::ExitCode {
         // the damaged file without complaint. leakgate contains it as a crash.
         .scenario(crash_recovery::<Redb>().expect_crash(CrashCause::Panic))
         .scenario(crash_recovery::<Fjall>())
+        .scenario(pitr_replay::<Sqlite>(Replay::Streaming))
+        .scenario(pitr_replay::<Redb>(Replay::Streaming))
+        .scenario(pitr_replay::<Fjall>(Replay::Streaming))
+        // MatrixOne's PITR incident on SQLite: the replay holds the whole log.
+        .scenario(
+            pitr_replay::<Sqlite>(Replay::WholeLog)
+                .expect_leak(Resource::Peak)
+                .expect_site("replay_whole_log"),
+        )
         .scenario(blocked_checkpoint::<Sqlite>(Some(10)))
         // rqlite's incident on SQLite: a reader that never lets go, so no checkpoint can
         // truncate the WAL, which grows with every write.

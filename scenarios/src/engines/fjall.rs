@@ -25,6 +25,8 @@ impl Snapshot for FjallSnapshot {
 
 /// Block cache of the databases the templates open.
 const CACHE_BYTES: u64 = 256 << 10;
+/// Memtable bytes before fjall flushes, in the databases the templates open.
+const MEMTABLE_BYTES: u64 = 256 << 10;
 
 /// A fjall database in `dir`, with one keyspace.
 pub struct Fjall {
@@ -39,7 +41,11 @@ impl Engine for Fjall {
         // A block cache small enough to fill during warm-up: fjall's default (tens of
         // MiB) keeps growing over any short run, which is a cache warming up, not a leak.
         let database = Database::builder(dir).cache_size(CACHE_BYTES).open()?;
-        let records = database.keyspace("records", KeyspaceCreateOptions::default)?;
+        // Likewise the memtable: it holds every version until it flushes, so a replay's
+        // peak follows the log until the memtable (64 MiB by default) is full.
+        let records = database.keyspace("records", || {
+            KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        })?;
         Ok(Self { database, records })
     }
 
