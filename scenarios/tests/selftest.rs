@@ -163,11 +163,7 @@ fn restore(dir: &Path, backup: &[u8], clean_up: bool) -> std::io::Result<()> {
 
 /// A restore that must fail under the injected fault; then, when it cleans up, the next
 /// restore must succeed.
-fn failed_restore(
-    dir: &Path,
-    clean_up: bool,
-    inject: impl FnOnce(&dyn Fn() -> std::io::Result<()>) -> std::io::Result<()>,
-) -> Result<(), String> {
+fn failed_restore(dir: &Path, clean_up: bool, inject: Inject) -> Result<(), String> {
     let backup = vec![7u8; 64 << 10];
     let attempt = || restore(dir, &backup, clean_up);
     if inject(&attempt).is_ok() {
@@ -177,6 +173,27 @@ fn failed_restore(
         attempt().map_err(|e| format!("the restore after a failed one failed: {e}"))?;
     }
     Ok(())
+}
+
+type Inject = fn(&dyn Fn() -> std::io::Result<()>) -> std::io::Result<()>;
+
+/// A restore failing under `inject` every iteration: the version that does not clean up
+/// must be caught leaving `restore.tmp`; the one that does must pass.
+fn restore_under_fault(name: &str, clean_up: bool, inject: Inject) -> Scenario<PathBuf> {
+    let scenario = Scenario::new(match clean_up {
+        true => format!("clean/{name}_cleans_up"),
+        false => format!("leak/{name}_leaves_staging"),
+    })
+    .warmup(if clean_up { 5 } else { 0 })
+    .iterations(20)
+    .setup(|ctx| ctx.dir().to_path_buf())
+    .iterate(move |dir: &mut PathBuf, _| failed_restore(dir, clean_up, inject));
+    match clean_up {
+        true => scenario,
+        false => scenario
+            .expect_leak(Resource::Files)
+            .expect_site("restore.tmp"),
+    }
 }
 
 fn disk_full_midway(attempt: &dyn Fn() -> std::io::Result<()>) -> std::io::Result<()> {
@@ -383,36 +400,26 @@ fn main() -> std::process::ExitCode {
                         .map_err(|_| "panicked")
                 }),
         )
-        .scenario(
-            Scenario::new("leak/restore_on_a_full_disk_leaves_staging")
-                .warmup(0)
-                .iterations(20)
-                .setup(|ctx| ctx.dir().to_path_buf())
-                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, false, disk_full_midway))
-                .expect_leak(Resource::Files)
-                .expect_site("restore.tmp"),
-        )
-        .scenario(
-            Scenario::new("clean/restore_on_a_full_disk_cleans_up")
-                .iterations(20)
-                .setup(|ctx| ctx.dir().to_path_buf())
-                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, true, disk_full_midway)),
-        )
-        .scenario(
-            Scenario::new("leak/restore_failpoint_leaves_staging")
-                .warmup(0)
-                .iterations(20)
-                .setup(|ctx| ctx.dir().to_path_buf())
-                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, false, failpoint_before_rename))
-                .expect_leak(Resource::Files)
-                .expect_site("restore.tmp"),
-        )
-        .scenario(
-            Scenario::new("clean/restore_failpoint_cleans_up")
-                .iterations(20)
-                .setup(|ctx| ctx.dir().to_path_buf())
-                .iterate(|dir: &mut PathBuf, _| failed_restore(dir, true, failpoint_before_rename)),
-        )
+        .scenario(restore_under_fault(
+            "restore_on_a_full_disk",
+            false,
+            disk_full_midway,
+        ))
+        .scenario(restore_under_fault(
+            "restore_on_a_full_disk",
+            true,
+            disk_full_midway,
+        ))
+        .scenario(restore_under_fault(
+            "restore_failpoint",
+            false,
+            failpoint_before_rename,
+        ))
+        .scenario(restore_under_fault(
+            "restore_failpoint",
+            true,
+            failpoint_before_rename,
+        ))
         .scenario(
             Scenario::new("leak/pitr_replay_holds_the_whole_log")
                 .iterations(10)

@@ -11,13 +11,17 @@ use crate::engines::copy_dir_or_nothing;
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const FILE: &str = "data.redb";
 
+fn read_in(transaction: &redb::ReadTransaction, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+    let table = transaction.open_table(RECORDS)?;
+    Ok(table.get(key)?.map(|value| value.value().to_vec()))
+}
+
 /// A read transaction.
 struct RedbSnapshot(redb::ReadTransaction);
 
 impl Snapshot for RedbSnapshot {
     fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        let table = self.0.open_table(RECORDS)?;
-        Ok(table.get(key)?.map(|value| value.value().to_vec()))
+        read_in(&self.0, key)
     }
 }
 
@@ -53,9 +57,7 @@ impl Engine for Redb {
     }
 
     fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        let read = self.database.begin_read()?;
-        let table = read.open_table(RECORDS)?;
-        Ok(table.get(key)?.map(|value| value.value().to_vec()))
+        read_in(&self.database.begin_read()?, key)
     }
 
     fn checkpoint(&mut self) -> EngineResult<()> {

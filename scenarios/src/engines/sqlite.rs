@@ -8,6 +8,13 @@ use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 use crate::engine::{Engine, EngineResult, Snapshot};
 use crate::engines::copy_dir_or_nothing;
 
+fn read_record(connection: &Connection, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+    let mut select = connection.prepare_cached("SELECT value FROM records WHERE key = ?1")?;
+    Ok(select
+        .query_row(params![key], |row| row.get(0))
+        .optional()?)
+}
+
 /// A SQLite database in `<dir>/data.db`, in WAL mode.
 pub struct Sqlite {
     connection: Connection,
@@ -21,12 +28,7 @@ struct SqliteSnapshot {
 
 impl Snapshot for SqliteSnapshot {
     fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        let mut select = self
-            .connection
-            .prepare_cached("SELECT value FROM records WHERE key = ?1")?;
-        Ok(select
-            .query_row(params![key], |row| row.get(0))
-            .optional()?)
+        read_record(&self.connection, key)
     }
 }
 
@@ -63,12 +65,7 @@ impl Engine for Sqlite {
     }
 
     fn read(&mut self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
-        let mut select = self
-            .connection
-            .prepare_cached("SELECT value FROM records WHERE key = ?1")?;
-        Ok(select
-            .query_row(params![key], |row| row.get(0))
-            .optional()?)
+        read_record(&self.connection, key)
     }
 
     /// `wal_checkpoint(TRUNCATE)`; a checkpoint a reader blocks is not an error (the
