@@ -250,6 +250,19 @@ fn replay_in_batches(records: usize) -> usize {
         .sum()
 }
 
+/// A replay of `size` records at four log lengths, expected to keep a constant peak.
+fn replay_at_scale(name: &str, replay: fn(usize) -> usize) -> Scenario<usize> {
+    Scenario::new(name)
+        .warmup(1)
+        .iterations(5)
+        .scaling(&[512, 1024, 2048, 4096])
+        .expect_peak_growth(Growth::Constant)
+        .setup(|ctx| ctx.size() as usize)
+        .iterate(move |records: &mut usize, _| {
+            black_box(replay(*records));
+        })
+}
+
 // ----- clean patterns ------------------------------------------------------------------
 
 static LOOKUP: LazyLock<Vec<u64>> = LazyLock::new(|| (0..512).collect());
@@ -433,29 +446,14 @@ fn main() -> std::process::ExitCode {
                 .expect_site("replay_whole_log"),
         )
         .scenario(
-            Scenario::new("leak/pitr_replay_peak_grows_with_the_log")
-                .warmup(1)
-                .iterations(5)
-                .scaling(&[512, 1024, 2048, 4096])
-                .expect_peak_growth(Growth::Constant)
-                .setup(|ctx| ctx.size() as usize)
-                .iterate(|records: &mut usize, _| {
-                    black_box(replay_whole_log(*records));
-                })
+            replay_at_scale("leak/pitr_replay_peak_grows_with_the_log", replay_whole_log)
                 .expect_leak(Resource::Peak)
                 .expect_site("replay_whole_log"),
         )
-        .scenario(
-            Scenario::new("clean/pitr_replay_in_batches_peak_is_constant")
-                .warmup(1)
-                .iterations(5)
-                .scaling(&[512, 1024, 2048, 4096])
-                .expect_peak_growth(Growth::Constant)
-                .setup(|ctx| ctx.size() as usize)
-                .iterate(|records: &mut usize, _| {
-                    black_box(replay_in_batches(*records));
-                }),
-        )
+        .scenario(replay_at_scale(
+            "clean/pitr_replay_in_batches_peak_is_constant",
+            replay_in_batches,
+        ))
         .scenario(
             Scenario::new("clean/pitr_replay_in_batches")
                 .iterations(10)
