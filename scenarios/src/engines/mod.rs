@@ -2,10 +2,14 @@
 
 mod fjall;
 mod redb;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 mod sqlite;
 
 pub use self::fjall::Fjall;
 pub use self::redb::Redb;
+#[cfg(feature = "rocksdb")]
+pub use self::rocks::RocksDb;
 pub use self::sqlite::Sqlite;
 
 use std::path::Path;
