@@ -98,16 +98,63 @@ pub struct Blocked<E> {
     reader: Option<Box<dyn crate::Snapshot>>,
 }
 
-/// Copy the engine's files at a consistent point, damage the copy as power loss or a
-/// misdirected write would (a torn page, a duplicated page, a zeroed page, a truncated
-/// tail, in turn, at seeded random pages), and reopen it: the engine must recover or
-/// return an error, and leave no memory, descriptor, thread or file behind either way. A
-/// crash or a runaway is contained and reported by leakgate (bbolt/etcd after power
-/// loss).
-pub fn crash_recovery<E: Engine>() -> Scenario<PathBuf> {
-    engine_scenario::<E>("crash_recovery")
-        .warmup(4)
-        .iterations(40)
+/// How [`crash_recovery`] damages the copy of an engine's largest file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// The first half of a page overwritten with `0xA5` bytes: a torn write at power loss.
+    TornPage,
+    /// A page overwritten with a copy of another: a misdirected write (bbolt's cycle).
+    DuplicatedPage,
+    /// A page of zeros: a write that never reached the disk.
+    ZeroedPage,
+    /// The file cut at a page boundary: a lost tail.
+    Truncation,
+}
+
+impl Damage {
+    /// Every kind of damage, in the order the engine targets run them.
+    pub const ALL: [Damage; 4] = [
+        Damage::TornPage,
+        Damage::DuplicatedPage,
+        Damage::ZeroedPage,
+        Damage::Truncation,
+    ];
+
+    /// The name used in scenario names (`crash_recovery/torn_page`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Damage::TornPage => "torn_page",
+            Damage::DuplicatedPage => "duplicated_page",
+            Damage::ZeroedPage => "zeroed_page",
+            Damage::Truncation => "truncation",
+        }
+    }
+
+    /// Applies this damage to a seeded random page of `pages`.
+    fn apply(self, pages: &mut fault::pages::Pages) -> std::io::Result<()> {
+        let page = pages.random_page()?;
+        match self {
+            Damage::TornPage => pages.tear(page, &[0xA5; PAGE as usize]),
+            Damage::DuplicatedPage => {
+                let other = pages.random_page()?;
+                pages.duplicate(other, page)
+            }
+            Damage::ZeroedPage => pages.zero(page),
+            Damage::Truncation => pages.truncate_to(page),
+        }
+    }
+}
+
+/// Copy the engine's files at a consistent point, damage the copy's largest file as power
+/// loss or a misdirected write would (`damage`, at a different seeded page every
+/// iteration), and reopen it: the engine must recover or return an error, and leave no
+/// memory, descriptor, thread or file behind either way. A crash or a runaway is
+/// contained and reported by leakgate (bbolt/etcd after power loss). Named
+/// `<engine>/crash_recovery/<damage>`.
+pub fn crash_recovery<E: Engine>(damage: Damage) -> Scenario<PathBuf> {
+    engine_scenario::<E>(&format!("crash_recovery/{}", damage.name()))
+        .warmup(2)
+        .iterations(20)
         .peak_budget(64 << 20)
         .setup(|ctx| {
             let pristine = ctx.dir().join("pristine");
@@ -118,10 +165,12 @@ pub fn crash_recovery<E: Engine>() -> Scenario<PathBuf> {
             engine.checkpoint().expect("the checkpoint completes");
             pristine
         })
-        .iterate(|pristine: &mut PathBuf, i| -> EngineResult<()> {
+        .iterate(move |pristine: &mut PathBuf, i| -> EngineResult<()> {
             let victim = pristine.with_file_name("victim");
             crate::engines::copy_dir_or_nothing(pristine, &victim)?;
-            corrupt_largest_file(&victim, i as u64)?;
+            let mut pages = fault::pages::Pages::open(largest_file(&victim)?, PAGE)?.seed(i as u64);
+            damage.apply(&mut pages)?;
+            drop(pages);
             // Either outcome is fine: recovered, or refused with an error.
             let _outcome = E::open(&victim).and_then(|mut engine| RECORDS.verify(&mut engine, 0));
             std::fs::remove_dir_all(&victim)?;
@@ -129,10 +178,11 @@ pub fn crash_recovery<E: Engine>() -> Scenario<PathBuf> {
         })
 }
 
-/// Damages the largest file under `dir` (searched recursively) in one of four ways,
-/// chosen by `round`.
-fn corrupt_largest_file(dir: &Path, round: u64) -> EngineResult<()> {
-    const PAGE: u64 = 4096;
+/// The page size the damage is aligned to: the common 4 KiB.
+const PAGE: u64 = 4096;
+
+/// The largest file under `dir`, searched recursively: the engine's main data file.
+fn largest_file(dir: &Path) -> EngineResult<PathBuf> {
     let mut largest: Option<(u64, PathBuf)> = None;
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
@@ -149,19 +199,7 @@ fn corrupt_largest_file(dir: &Path, round: u64) -> EngineResult<()> {
             }
         }
     }
-    let (_, path) = largest.ok_or("no file to corrupt")?;
-    let mut pages = fault::pages::Pages::open(path, PAGE)?.seed(round);
-    let page = pages.random_page()?;
-    match round % 4 {
-        0 => pages.tear(page, &vec![0xA5; PAGE as usize])?,
-        1 => {
-            let other = pages.random_page()?;
-            pages.duplicate(other, page)?
-        }
-        2 => pages.zero(page)?,
-        _ => pages.truncate_to(page)?,
-    }
-    Ok(())
+    Ok(largest.ok_or("no file to damage")?.1)
 }
 
 /// How [`pitr_replay`] applies its log.

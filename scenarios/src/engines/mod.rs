@@ -1,12 +1,14 @@
 //! Adapters for real engines.
 
 mod fjall;
+mod lmdb;
 mod redb;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod sqlite;
 
 pub use self::fjall::Fjall;
+pub use self::lmdb::{DATA_FILE as LMDB_DATA_FILE, Lmdb};
 pub use self::redb::Redb;
 #[cfg(feature = "rocksdb")]
 pub use self::rocks::RocksDb;
