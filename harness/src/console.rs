@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use leakgate_reports::{ScenarioReport, Verdict};
+use leakgate_reports::{Frame, ScenarioReport, Verdict};
 
 /// Sites printed per finding.
 const SITES_SHOWN: usize = 3;
@@ -65,14 +65,12 @@ pub(crate) fn failure_text(report: &ScenarioReport, report_path: Option<&Path>) 
                 finding.measured_iterations
             );
             for frame in site.frames.iter().take(FRAMES_SHOWN) {
-                let location = match (&frame.file, frame.line) {
-                    (Some(file), Some(line)) => format!("  {file}:{line}"),
-                    (Some(file), None) => format!("  {file}"),
-                    _ => String::new(),
-                };
-                let _ = writeln!(out, "     at {}{location}", frame.function);
+                let _ = writeln!(out, "     at {}{}", frame.function, location(frame));
             }
         }
+    }
+    if let Some(crash) = &report.crash {
+        write_crash_stack(&mut out, &crash.stack);
     }
     for note in &report.notes {
         let _ = writeln!(out, "  note: {note}");
@@ -98,10 +96,41 @@ pub(crate) fn failure_text(report: &ScenarioReport, report_path: Option<&Path>) 
     out
 }
 
+/// The faulting thread's top frames, a run of the same frame (a recursion) folded into
+/// one line with its count.
+fn write_crash_stack(out: &mut String, stack: &[Frame]) {
+    let mut shown = 0;
+    let mut frames = stack.iter().peekable();
+    while let Some(frame) = frames.next() {
+        if shown == FRAMES_SHOWN {
+            break;
+        }
+        let mut repeats = 1;
+        while frames.next_if(|next| *next == frame).is_some() {
+            repeats += 1;
+        }
+        let times = if repeats > 1 {
+            format!(" (×{repeats})")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  at {}{}{times}", frame.function, location(frame));
+        shown += 1;
+    }
+}
+
+fn location(frame: &Frame) -> String {
+    match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!("  {file}:{line}"),
+        (Some(file), None) => format!("  {file}"),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leakgate_reports::{Finding, Frame, Resource, Site};
+    use leakgate_reports::{Finding, Resource, Site};
 
     #[test]
     fn formats_bytes_like_people_write_them() {

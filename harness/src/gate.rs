@@ -196,6 +196,7 @@ impl Gate {
         };
         emit(&Event::Hello { protocol: PROTOCOL });
         report_panics_to(channel.to_owned());
+        crate::crash_stack::install();
         let Some(mut scenario) = self.scenarios.into_iter().find(|s| s.spec().name == name) else {
             emit(&Event::HarnessError {
                 message: format!("this test binary has no scenario named {name:?}"),
@@ -356,11 +357,16 @@ fn scenario_report(
             });
             let mut report = match run.memory_limit {
                 Some(hit) => memory_limit_report(spec, hit, &crash),
-                None if spec.policy.expect_crash == Some(crash.cause) => ScenarioReport::new(
-                    &spec.name,
-                    Verdict::Pass,
-                    format!("expected crash found: {}", crash_summary(&crash)),
-                ),
+                None if spec.policy.expect_crash == Some(crash.cause) => {
+                    match verdict::crash_misattribution(&crash, &spec.policy) {
+                        None => ScenarioReport::new(
+                            &spec.name,
+                            Verdict::Pass,
+                            format!("expected crash found: {}", crash_summary(&crash)),
+                        ),
+                        Some(error) => ScenarioReport::new(&spec.name, Verdict::Fail, error),
+                    }
+                }
                 None => ScenarioReport::new(&spec.name, Verdict::Crashed, crash_summary(&crash)),
             };
             report.series = run.partial.series;
@@ -421,9 +427,17 @@ fn crash_summary(crash: &Crash) -> String {
         },
         _ => "could not be run".to_owned(),
     };
-    match &crash.message {
-        Some(message) => format!("crashed: {how} in {}: {message}", crash.phase),
-        None => format!("crashed: {how} in {}", crash.phase),
+    let mut summary = format!("crashed: {how} in {}", crash.phase);
+    if let Some(message) = &crash.message {
+        summary = format!("{summary}: {message}");
+    }
+    match (
+        crate::crash_stack::recursion(&crash.stack),
+        crash.stack.first(),
+    ) {
+        (Some(function), _) => format!("{summary}; recursing through {function}"),
+        (None, Some(frame)) => format!("{summary}; at {}", frame.function),
+        (None, None) => summary,
     }
 }
 

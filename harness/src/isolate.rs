@@ -112,11 +112,19 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
+    let fault_stack = crate::crash_stack::from_stderr(&stderr);
+    let stderr = crate::crash_stack::without_marker(&stderr);
     let output = format!("{stdout}{stderr}");
     // Lossy: a torn multi-byte character must not cost the lines before it.
     let channel_bytes = std::fs::read(channel.path()).unwrap_or_default();
     let streamed = Streamed::read(&String::from_utf8_lossy(&channel_bytes));
-    let crash = classify(status, timed_out.then_some(timeout), &streamed, &stderr);
+    let mut crash = classify(status, timed_out.then_some(timeout), &streamed, &stderr);
+    if let Some(crash) = crash
+        .as_mut()
+        .filter(|c| matches!(c.cause, CrashCause::StackOverflow | CrashCause::Signal))
+    {
+        crash.stack = fault_stack;
+    }
     Ok(ChildRun {
         measurement: streamed.measurement.filter(|_| crash.is_none()),
         partial: streamed.partial,

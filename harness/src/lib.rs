@@ -95,6 +95,7 @@
 mod alloc;
 mod config;
 mod console;
+mod crash_stack;
 pub mod fault;
 mod gate;
 mod isolate;

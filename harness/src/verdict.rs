@@ -14,7 +14,7 @@
 //! growth; sites whose survivors span most of the run are ranked first, since a leak
 //! leaves blocks from every part of the run and a bounded cache only from its end.
 
-use leakgate_reports::{Finding, Resource, ScalePoint, Scaling, Site, Verdict};
+use leakgate_reports::{Crash, Finding, Resource, ScalePoint, Scaling, Site, Verdict};
 
 use crate::console::bytes;
 use crate::measure::Measurement;
@@ -134,6 +134,17 @@ pub(crate) fn misattribution(
     })
 }
 
+/// Why a pinned crash is not where `expect_site` says, if it is not: the recursion that
+/// overflowed the stack, or else the innermost user frame of the faulting thread, must
+/// name the function.
+pub(crate) fn crash_misattribution(crash: &Crash, policy: &Policy) -> Option<String> {
+    let wanted = policy.expect_site.as_deref()?;
+    let found = crate::crash_stack::recursion(&crash.stack)
+        .or_else(|| crash.stack.first().map(|f| f.function.as_str()))
+        .unwrap_or("nothing named (no stack was captured)");
+    (!found.contains(wanted)).then(|| format!("expected the crash in {wanted}, found {found}"))
+}
+
 /// Every leak the measurement shows, expected or not.
 fn findings(m: &Measurement, policy: &Policy) -> Vec<Finding> {
     [
@@ -250,11 +261,12 @@ fn count_finding(
     }
     let mut finding = Finding::new(resource, grown, m.series.iterations.len() as u32);
     finding.leaked = leaked.to_vec();
-    let what = match resource {
-        Resource::Fds => "file descriptors left open",
-        Resource::Threads => "threads still running",
-        _ => "paths left behind",
+    let (one, many) = match resource {
+        Resource::Fds => ("file descriptor left open", "file descriptors left open"),
+        Resource::Threads => ("thread still running", "threads still running"),
+        _ => ("path left behind", "paths left behind"),
     };
+    let what = if grown == 1 { one } else { many };
     let mut named = leaked
         .iter()
         .take(NAMED_IN_MESSAGE)
@@ -716,7 +728,7 @@ mod tests {
         assert_eq!(kinds, [Resource::Fds, Resource::Threads, Resource::Files]);
         assert_eq!(
             analysis.summary,
-            "1 file descriptors left open after settling: fd 9 -> /tmp/x/segment-1"
+            "1 file descriptor left open after settling: fd 9 -> /tmp/x/segment-1"
         );
         assert_eq!(analysis.findings[2].leaked, ["/tmp/x/db.tmp"]);
         let mut p = policy();

@@ -333,6 +333,10 @@ pub struct Crash {
     pub phase: String,
     /// The panic message or the first line of what the process printed about it.
     pub message: Option<String>,
+    /// Where it faulted, for SIGSEGV, SIGBUS and stack overflows: the faulting thread's
+    /// stack, innermost user frame first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Frame>,
 }
 
 impl Crash {
@@ -344,6 +348,7 @@ impl Crash {
             exit_code: None,
             phase: phase.into(),
             message,
+            stack: Vec::new(),
         }
     }
 }

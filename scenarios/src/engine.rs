@@ -69,6 +69,12 @@ pub trait Engine: Sized + 'static {
         let _ = (from, into);
         Err(unsupported(Self::NAME, "restore"))
     }
+
+    /// The failpoints (`fail` crate) on [`restore`](Engine::restore)'s path, for
+    /// `failed_restore`'s sweep. Default: none.
+    fn restore_failpoints() -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// A read snapshot taken by [`Engine::snapshot`].

@@ -215,6 +215,25 @@ pub enum Replay {
 /// Records applied per batch by a streaming replay.
 pub const REPLAY_BATCH: usize = 64;
 
+/// Batches applied between checkpoints during a replay, so the engine's own buffers (a
+/// memtable, a WAL) stay bounded whatever the log's length and the peak measures the
+/// replay, not the engine's flush schedule.
+const BATCHES_PER_CHECKPOINT: usize = 16;
+
+/// Applies batch number `index` of a replay, checkpointing every
+/// [`BATCHES_PER_CHECKPOINT`] batches.
+fn apply<E: Engine>(
+    engine: &mut E,
+    index: usize,
+    batch: &[(Vec<u8>, Vec<u8>)],
+) -> EngineResult<()> {
+    engine.write(batch)?;
+    if (index + 1).is_multiple_of(BATCHES_PER_CHECKPOINT) {
+        engine.checkpoint()?;
+    }
+    Ok(())
+}
+
 /// Point-in-time restore: replay a log of updates into a fresh database, at several log
 /// lengths (`.scaling`), and check the peak does not grow with the log. Keys repeat, so
 /// the database stays the same size whatever the log's length.
@@ -265,15 +284,17 @@ fn replay_streaming<E: Engine>(engine: &mut E, log: &Path) -> EngineResult<()> {
     let mut reader = std::io::BufReader::new(std::fs::File::open(log)?);
     let mut batch = Vec::with_capacity(REPLAY_BATCH);
     let mut record = [0u8; LOG_RECORD];
+    let mut index = 0;
     while std::io::Read::read_exact(&mut reader, &mut record).is_ok() {
         batch.push(parse(&record));
         if batch.len() == REPLAY_BATCH {
-            engine.write(&batch)?;
+            apply(engine, index, &batch)?;
             batch.clear();
+            index += 1;
         }
     }
     if !batch.is_empty() {
-        engine.write(&batch)?;
+        apply(engine, index, &batch)?;
     }
     Ok(())
 }
@@ -283,28 +304,50 @@ fn replay_streaming<E: Engine>(engine: &mut E, log: &Path) -> EngineResult<()> {
 fn replay_whole_log<E: Engine>(engine: &mut E, log: &Path) -> EngineResult<()> {
     let bytes = std::fs::read(log)?;
     let records: Vec<(Vec<u8>, Vec<u8>)> = bytes.chunks_exact(LOG_RECORD).map(parse).collect();
-    for batch in records.chunks(REPLAY_BATCH) {
-        engine.write(batch)?;
+    for (index, batch) in records.chunks(REPLAY_BATCH).enumerate() {
+        apply(engine, index, batch)?;
     }
     Ok(())
 }
 
-/// The state of the backup templates: the live engine, and where its backup lives.
+/// The state of the backup templates: the live engine, where its backup lives, and the
+/// names in that directory after setup.
 pub struct Backed<E> {
     engine: E,
     dir: PathBuf,
+    names_at_setup: Vec<std::ffi::OsString>,
 }
 
 impl<E: Engine> Backed<E> {
-    fn open(dir: &Path) -> EngineResult<Self> {
+    /// Opens the engine in `dir/db` with one batch written; with `backup`, also backs it
+    /// up into `dir/backup`.
+    fn open(dir: &Path, backup: bool) -> EngineResult<Self> {
         let mut engine = E::open(&dir.join("db"))?;
         engine.write(&RECORDS.batch(0))?;
         engine.checkpoint()?;
+        if backup {
+            std::fs::create_dir(dir.join("backup"))?;
+            engine.backup(&dir.join("backup"))?;
+        }
         Ok(Self {
             engine,
             dir: dir.to_owned(),
+            names_at_setup: names_in(dir)?,
         })
     }
+
+    /// What the directory holds now that it did not after setup.
+    fn leftovers(&self) -> EngineResult<Vec<std::ffi::OsString>> {
+        let mut names = names_in(&self.dir)?;
+        names.retain(|name| !self.names_at_setup.contains(name));
+        Ok(names)
+    }
+}
+
+fn names_in(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect()
 }
 
 /// Back up the live engine, restore the backup into a fresh directory, open it, verify,
@@ -313,7 +356,7 @@ pub fn backup_restore_cycle<E: Engine>() -> Scenario<Backed<E>> {
     engine_scenario::<E>("backup_restore_cycle")
         .warmup(5)
         .iterations(50)
-        .setup(|ctx| Backed::<E>::open(ctx.dir()).expect("the engine opens"))
+        .setup(|ctx| Backed::<E>::open(ctx.dir(), false).expect("the engine opens"))
         .iterate(|state: &mut Backed<E>, _| -> EngineResult<()> {
             let (backup, restored) = (state.dir.join("backup"), state.dir.join("restored"));
             std::fs::create_dir(&backup)?;
@@ -328,35 +371,61 @@ pub fn backup_restore_cycle<E: Engine>() -> Scenario<Backed<E>> {
         })
 }
 
-/// A restore that fails midway because the disk fills up must leave nothing behind (no
-/// staging directory, descriptor, thread or memory), and the next restore must succeed
-/// (Apache Kvrocks's `db.tmp`).
-pub fn failed_restore<E: Engine>() -> Scenario<Backed<E>> {
-    engine_scenario::<E>("failed_restore")
+/// What makes [`failed_restore`]'s restore fail midway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreFault {
+    /// The disk fills up: writes past 4 KiB fail, which no engine's files fit in.
+    DiskFull,
+    /// This failpoint on the restore's path fails on its first hit.
+    Failpoint(String),
+}
+
+/// A restore that fails midway (`fault`) must leave nothing behind (no staging
+/// directory, descriptor, thread or memory), and the next restore must succeed (Apache
+/// Kvrocks's `db.tmp`). When the failed restore left something, the next restore is not
+/// tried (a leftover like `db.tmp` would only make it fail too): leakgate's file probe
+/// names the leftover instead. Named `<engine>/failed_restore/<disk_full|failpoint>`.
+pub fn failed_restore<E: Engine>(fault: RestoreFault) -> Scenario<Backed<E>> {
+    let name = match &fault {
+        RestoreFault::DiskFull => "failed_restore/disk_full".to_owned(),
+        RestoreFault::Failpoint(failpoint) => format!("failed_restore/{failpoint}"),
+    };
+    engine_scenario::<E>(&name)
         .warmup(5)
         .iterations(50)
-        .setup(|ctx| {
-            let state = Backed::<E>::open(ctx.dir()).expect("the engine opens");
-            let backup = state.dir.join("backup");
-            std::fs::create_dir(&backup).expect("the backup directory is created");
-            let mut state = state;
-            state.engine.backup(&backup).expect("the backup is written");
-            state
-        })
-        .iterate(|state: &mut Backed<E>, _| -> EngineResult<()> {
+        .setup(|ctx| Backed::<E>::open(ctx.dir(), true).expect("the engine opens"))
+        .iterate(move |state: &mut Backed<E>, _| -> EngineResult<()> {
             let (backup, restored) = (state.dir.join("backup"), state.dir.join("restored"));
-            // Small enough that no engine's files fit.
-            if fault::disk_full(4096, || E::restore(&backup, &restored)).is_ok() {
-                return Err("the restore should fail on a full disk".into());
+            let attempt = || E::restore(&backup, &restored);
+            let failed = match &fault {
+                RestoreFault::DiskFull => fault::disk_full(4096, attempt).is_err(),
+                RestoreFault::Failpoint(failpoint) => {
+                    let _armed = fault::failpoints::arm(failpoint, 1)?;
+                    attempt().is_err()
+                }
+            };
+            if !failed {
+                return Err(format!("the restore should fail under {fault:?}").into());
             }
-            if restored.exists() {
-                return Err(format!("the failed restore left {}", restored.display()).into());
+            if !state.leftovers()?.is_empty() {
+                return Ok(());
             }
-            E::restore(&backup, &restored)?;
+            E::restore(&backup, &restored)
+                .map_err(|e| format!("the restore after a failed one failed: {e}"))?;
             let mut copy = E::open(&restored)?;
             RECORDS.verify(&mut copy, 0)?;
             drop(copy);
             std::fs::remove_dir_all(&restored)?;
             Ok(())
         })
+}
+
+/// [`failed_restore`] once per failpoint on the engine's restore path, then with a full
+/// disk: every error path of the restore is checked for leftovers.
+pub fn failed_restore_sweep<E: Engine>() -> Vec<Scenario<Backed<E>>> {
+    let mut scenarios = fault::failpoints::sweep(&E::restore_failpoints(), |failpoint| {
+        failed_restore::<E>(RestoreFault::Failpoint(failpoint.to_owned()))
+    });
+    scenarios.push(failed_restore::<E>(RestoreFault::DiskFull));
+    scenarios
 }

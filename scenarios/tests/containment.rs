@@ -41,11 +41,11 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(101), "{stdout}");
     assert!(
-        stdout.contains("test result: FAILED. 3 passed; 8 failed"),
+        stdout.contains("test result: FAILED. 3 passed; 9 failed"),
         "{stdout}"
     );
     let report = read_report(&dir.path().join("report.json")).unwrap();
-    assert_eq!(report.scenarios.len(), 11);
+    assert_eq!(report.scenarios.len(), 12);
 
     for clean in ["clean/before", "clean/after"] {
         assert_eq!(scenario(&report, clean).verdict, Verdict::Pass, "{clean}");
@@ -112,6 +112,32 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
             "{name} in {stdout}"
         );
     }
+    // Faults are located: the overflow by the recursion it ran through, the segfault by
+    // the closure that wrote through a null pointer.
+    let overflow = scenario(&report, "crash/stack_overflow")
+        .crash
+        .as_ref()
+        .unwrap();
+    assert!(
+        overflow
+            .stack
+            .iter()
+            .take(4)
+            .all(|f| f.function == "crash_fixture::walk"),
+        "{overflow:?}"
+    );
+    assert!(
+        stdout.contains("; recursing through crash_fixture::walk\n  at crash_fixture::walk "),
+        "{stdout}"
+    );
+    let segfault = scenario(&report, "crash/segfault").crash.as_ref().unwrap();
+    assert_eq!(
+        segfault.stack.first().map(|f| f.function.as_str()),
+        Some("crash_fixture::main::{{closure}}"),
+        "{segfault:?}"
+    );
+    assert!(!stdout.contains("leakgate-fault-stack"), "{stdout}");
+
     // Samples streamed before the crash are kept.
     assert_eq!(
         scenario(&report, "crash/segfault").series.iterations.len(),
@@ -141,6 +167,14 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     assert_eq!(
         pinned.crash.as_ref().map(|c| c.cause),
         Some(CrashCause::Panic)
+    );
+
+    // A pinned crash somewhere else than `expect_site` says fails, naming where it was.
+    let elsewhere = scenario(&report, "pinned/overflow_elsewhere");
+    assert_eq!(elsewhere.verdict, Verdict::Fail, "{elsewhere:?}");
+    assert_eq!(
+        elsewhere.summary,
+        "expected the crash in not_the_recursion, found crash_fixture::walk"
     );
 
     let failed = scenario(&report, "fail/iteration_error");

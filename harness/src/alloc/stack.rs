@@ -102,6 +102,17 @@ fn stack_bounds() -> (usize, usize) {
     bounds
 }
 
+/// Caches the current thread's stack bounds, for [`cached_stack_bounds`].
+pub(crate) fn cache_stack_bounds() {
+    stack_bounds();
+}
+
+/// The current thread's stack bounds if cached, or `(0, 0)`: never asks the system, so
+/// a signal handler may call it.
+pub(crate) fn cached_stack_bounds() -> (usize, usize) {
+    STACK_BOUNDS.with(Cell::get)
+}
+
 #[cfg(target_os = "linux")]
 fn query_stack_bounds() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialised by pthread_getattr_np before use and destroyed once;

@@ -42,6 +42,24 @@ fn page_chain(dir: &Path) -> PathBuf {
     path
 }
 
+/// Walks a page chain each iteration; at iteration 1 a duplicated page links it into a
+/// cycle, and [`walk`] overflows the stack.
+fn page_cycle(name: &str) -> Scenario<PathBuf> {
+    Scenario::new(name)
+        .warmup(0)
+        .iterations(20)
+        .setup(|ctx| page_chain(ctx.dir()))
+        .iterate(|path: &mut PathBuf, i| -> std::io::Result<()> {
+            let mut pages = Pages::open(&*path, 16)?;
+            if i == 1 {
+                // Page 3 now links back to 2: 2 → 3 → 2 → …
+                pages.duplicate(1, 3)?;
+            }
+            std::hint::black_box(walk(&pages, 0));
+            Ok(())
+        })
+}
+
 fn main() -> std::process::ExitCode {
     Gate::new()
         .scenario(
@@ -69,21 +87,7 @@ fn main() -> std::process::ExitCode {
                     }
                 }),
         )
-        .scenario(
-            Scenario::new("crash/stack_overflow")
-                .warmup(0)
-                .iterations(20)
-                .setup(|ctx| page_chain(ctx.dir()))
-                .iterate(|path: &mut PathBuf, i| -> std::io::Result<()> {
-                    let mut pages = Pages::open(&*path, 16)?;
-                    if i == 1 {
-                        // Page 3 now links back to 2: 2 → 3 → 2 → …
-                        pages.duplicate(1, 3)?;
-                    }
-                    std::hint::black_box(walk(&pages, 0));
-                    Ok(())
-                }),
-        )
+        .scenario(page_cycle("crash/stack_overflow"))
         .scenario(
             Scenario::new("crash/segfault")
                 .warmup(0)
@@ -124,6 +128,12 @@ fn main() -> std::process::ExitCode {
                 .iterations(5)
                 .expect_crash(CrashCause::Panic)
                 .iterate(|_, i| assert!(i < 2, "a known engine panic")),
+        )
+        // Pinned, but blamed on the wrong function: must fail, naming the right one.
+        .scenario(
+            page_cycle("pinned/overflow_elsewhere")
+                .expect_crash(CrashCause::StackOverflow)
+                .expect_site("not_the_recursion"),
         )
         .scenario(
             Scenario::new("fail/iteration_error")

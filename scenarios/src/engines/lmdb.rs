@@ -10,7 +10,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, CompactionOption, Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 
 use crate::engine::{Engine, EngineResult, Snapshot};
-use crate::engines::copy_dir_or_nothing;
+use crate::engines::{COPY_FILE, copy_dir_or_nothing};
 
 /// LMDB's data file in an environment directory.
 pub const DATA_FILE: &str = "data.mdb";
@@ -125,5 +125,9 @@ impl Engine for Lmdb {
 
     fn restore(from: &Path, into: &Path) -> EngineResult<()> {
         copy_dir_or_nothing(from, into)
+    }
+
+    fn restore_failpoints() -> Vec<&'static str> {
+        vec![COPY_FILE]
     }
 }

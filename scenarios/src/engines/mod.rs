@@ -16,10 +16,16 @@ pub use self::sqlite::Sqlite;
 
 use std::path::Path;
 
+use leakgate::fault::failpoints::fail::fail_point;
+
 use crate::EngineResult;
 
+/// The failpoint before each file [`copy_dir_or_nothing`] copies.
+pub const COPY_FILE: &str = "restore::copy_file";
+
 /// Copies the directory tree `from` into `into`, which it creates; on error it removes
-/// `into` again, so a failed restore leaves nothing behind.
+/// `into` again, so a failed restore leaves nothing behind. Passes [`COPY_FILE`] before
+/// each file.
 pub fn copy_dir_or_nothing(from: &Path, into: &Path) -> EngineResult<()> {
     let copied = copy_tree(from, into);
     if copied.is_err() {
@@ -36,6 +42,9 @@ fn copy_tree(from: &Path, into: &Path) -> std::io::Result<()> {
         if entry.file_type()?.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else {
+            fail_point!(COPY_FILE, |_| Err(std::io::Error::other(
+                "injected failure"
+            )));
             std::fs::copy(entry.path(), target)?;
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::engine::{Engine, EngineResult, Snapshot};
-use crate::engines::copy_dir_or_nothing;
+use crate::engines::{COPY_FILE, copy_dir_or_nothing};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const FILE: &str = "data.redb";
@@ -86,5 +86,9 @@ impl Engine for Redb {
 
     fn restore(from: &Path, into: &Path) -> EngineResult<()> {
         copy_dir_or_nothing(from, into)
+    }
+
+    fn restore_failpoints() -> Vec<&'static str> {
+        vec![COPY_FILE]
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 
 use crate::engine::{Engine, EngineResult, Snapshot};
-use crate::engines::copy_dir_or_nothing;
+use crate::engines::{COPY_FILE, copy_dir_or_nothing};
 
 fn read_record(connection: &Connection, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
     let mut select = connection.prepare_cached("SELECT value FROM records WHERE key = ?1")?;
@@ -103,5 +103,9 @@ impl Engine for Sqlite {
 
     fn restore(from: &Path, into: &Path) -> EngineResult<()> {
         copy_dir_or_nothing(from, into)
+    }
+
+    fn restore_failpoints() -> Vec<&'static str> {
+        vec![COPY_FILE]
     }
 }

@@ -1,6 +1,4 @@
-//! Seeded incident reproductions: engine wrappers with a real incident's bug planted, so
-//! the templates can show leakgate catching and attributing it next to the unwrapped
-//! engine, which must pass.
+//! MatrixOne's `TestCkpLeak`: checkpoints that keep their buffers referenced.
 
 use std::path::Path;
 use std::sync::Mutex;
