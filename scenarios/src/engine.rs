@@ -77,6 +77,21 @@ pub trait Engine: Sized + 'static {
     }
 }
 
+/// Persistent savepoints: a point-in-time restore inside the database, for engines that
+/// have them (redb). A capability checked by the compiler: templates that need it take
+/// `E: Savepoints`.
+pub trait Savepoints: Engine {
+    /// Records the current state as a savepoint that survives closing the database;
+    /// returns its id.
+    fn savepoint(&mut self) -> EngineResult<u64>;
+
+    /// Rolls the database back to savepoint `id`.
+    fn restore_savepoint(&mut self, id: u64) -> EngineResult<()>;
+
+    /// Deletes savepoint `id`, so the engine may reuse the pages it kept.
+    fn delete_savepoint(&mut self, id: u64) -> EngineResult<()>;
+}
+
 /// A read snapshot taken by [`Engine::snapshot`].
 pub trait Snapshot {
     /// Reads `key` as of the snapshot.

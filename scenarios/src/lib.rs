@@ -49,7 +49,8 @@
 //! next to the clean patterns it must let through; `containment` runs the
 //! `crash-fixture` binary, whose scenarios panic, abort, overflow the stack, segfault,
 //! run away and hang, and checks that each is reported by name and cause while the others
-//! still run; `engines` runs the templates over the real engines.
+//! still run; `engines` runs the templates over the real engines and the five incidents
+//! ([`incidents`]) reproduced on them.
 // Only the LMDB adapter opens a memory map, which heed marks unsafe.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -59,4 +60,4 @@ pub mod engines;
 pub mod incidents;
 pub mod templates;
 
-pub use engine::{Engine, EngineResult, Records, Snapshot, unsupported};
+pub use engine::{Engine, EngineResult, Records, Savepoints, Snapshot, unsupported};

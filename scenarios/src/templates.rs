@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use leakgate::{Growth, Scenario, fault};
 
-use crate::engine::{Engine, EngineResult, Records};
+use crate::engine::{Engine, EngineResult, Records, Savepoints};
 
 /// A scenario named `<engine>/<template>` with the engine's known tolerances.
 fn engine_scenario<E: Engine>(template: &str) -> Scenario {
@@ -60,6 +60,59 @@ pub fn snapshot_churn<E: Engine>() -> Scenario<E> {
             drop(snapshot);
             engine.checkpoint()
         })
+}
+
+/// Point-in-time restore inside the database: write a batch, take a persistent
+/// savepoint, write another, close and reopen, roll back to the savepoint and check the
+/// first batch is back, delete the savepoint, checkpoint. A savepoint's pages must be
+/// released once it is deleted.
+pub fn savepoint_rollback<E: Savepoints>() -> Scenario<Reopenable<E>> {
+    engine_scenario::<E>("savepoint_rollback")
+        .warmup(5)
+        .iterations(40)
+        .setup(|ctx| Reopenable::<E>::open(ctx.dir().join("db")).expect("the engine opens"))
+        .iterate(|state: &mut Reopenable<E>, i| -> EngineResult<()> {
+            let (kept, discarded) = (i as u64, i as u64 + 1);
+            state.engine()?.write(&RECORDS.batch(kept))?;
+            let savepoint = state.engine()?.savepoint()?;
+            state.engine()?.write(&RECORDS.batch(discarded))?;
+            // The savepoint must outlive the process's handle on the database.
+            state.reopen()?;
+            let engine = state.engine()?;
+            engine.restore_savepoint(savepoint)?;
+            RECORDS.verify(engine, kept)?;
+            engine.delete_savepoint(savepoint)?;
+            engine.checkpoint()
+        })
+}
+
+/// The state of [`savepoint_rollback`]: an engine that can be closed and opened again.
+pub struct Reopenable<E> {
+    engine: Option<E>,
+    dir: PathBuf,
+}
+
+impl<E: Engine> Reopenable<E> {
+    fn open(dir: PathBuf) -> EngineResult<Self> {
+        Ok(Self {
+            engine: Some(E::open(&dir)?),
+            dir,
+        })
+    }
+
+    fn engine(&mut self) -> EngineResult<&mut E> {
+        self.engine
+            .as_mut()
+            .ok_or_else(|| "the engine did not reopen".into())
+    }
+
+    /// Closes the engine, then opens it again (an engine may refuse a second open while
+    /// the first is alive).
+    fn reopen(&mut self) -> EngineResult<()> {
+        self.engine = None;
+        self.engine = Some(E::open(&self.dir)?);
+        Ok(())
+    }
 }
 
 /// A long-lived reader that blocks checkpoints while writes go on; the write-ahead log

@@ -10,7 +10,7 @@ use leakgate_scenarios::incidents::{
 };
 use leakgate_scenarios::templates::{
     Damage, Replay, backup_restore_cycle, blocked_checkpoint, checkpoint_loop, crash_recovery,
-    failed_restore_sweep, pitr_replay, snapshot_churn,
+    failed_restore_sweep, pitr_replay, savepoint_rollback, snapshot_churn,
 };
 
 leakgate::global_allocator!();
@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
         .scenario(checkpoint_loop::<Redb>())
         .scenario(snapshot_churn::<Redb>())
         .scenario(backup_restore_cycle::<Redb>())
+        .scenario(savepoint_rollback::<Redb>())
         .scenario(pitr_replay::<Redb>(Replay::Streaming));
     let gate = add(gate, failed_restore_sweep::<Redb>());
     // Finding, pinned: redb 4.5.0 panics instead of returning an error when it reads a

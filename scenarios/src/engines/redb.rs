@@ -1,11 +1,12 @@
 //! redb: a copy-on-write B-tree in one file. Backups are copies of the file taken between
-//! committed write transactions (redb has no online backup API).
+//! committed write transactions (redb has no online backup API). Persistent savepoints
+//! give point-in-time restore.
 
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use crate::engine::{Engine, EngineResult, Snapshot};
+use crate::engine::{Engine, EngineResult, Savepoints, Snapshot};
 use crate::engines::{COPY_FILE, copy_dir_or_nothing};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
@@ -90,5 +91,31 @@ impl Engine for Redb {
 
     fn restore_failpoints() -> Vec<&'static str> {
         vec![COPY_FILE]
+    }
+}
+
+impl Savepoints for Redb {
+    fn savepoint(&mut self) -> EngineResult<u64> {
+        let write = self.database.begin_write()?;
+        let id = write.persistent_savepoint()?;
+        write.commit()?;
+        Ok(id)
+    }
+
+    fn restore_savepoint(&mut self, id: u64) -> EngineResult<()> {
+        let mut write = self.database.begin_write()?;
+        let savepoint = write.get_persistent_savepoint(id)?;
+        write.restore_savepoint(&savepoint)?;
+        write.commit()?;
+        Ok(())
+    }
+
+    fn delete_savepoint(&mut self, id: u64) -> EngineResult<()> {
+        let write = self.database.begin_write()?;
+        if !write.delete_persistent_savepoint(id)? {
+            return Err(format!("redb has no savepoint {id}").into());
+        }
+        write.commit()?;
+        Ok(())
     }
 }
