@@ -57,7 +57,7 @@ fn from_line(line: Option<&str>) -> Vec<Frame> {
         .filter_map(parse_hex)
         .map(|ip| ip.wrapping_add(offset))
         .collect();
-    crate::symbolize::symbolize(&ips)
+    crate::symbolize::symbolize_fault(&ips)
 }
 
 fn parse_hex(word: &str) -> Option<usize> {

@@ -27,7 +27,14 @@ const INTERNAL_PREFIXES: &[&str] = &[
 /// trims allocator and library frames before the first user frame and the harness frames
 /// after the user's code.
 pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
-    trim(resolve(ips))
+    trim(resolve(ips), is_internal)
+}
+
+/// Symbolizes the stack of a thread that faulted. Like [`symbolize`], except that a
+/// function without a Rust path at the top is kept: there it is the engine's own C code
+/// where the fault happened (`mdb_page_search_root`), not allocator glue.
+pub(crate) fn symbolize_fault(ips: &[usize]) -> Vec<Frame> {
+    trim(resolve(ips), is_runtime)
 }
 
 /// Every frame of `ips`, inlined calls expanded, untrimmed.
@@ -50,8 +57,9 @@ fn resolve(ips: &[usize]) -> Vec<Frame> {
     frames
 }
 
-fn trim(frames: Vec<Frame>) -> Vec<Frame> {
-    let Some(first_user) = frames.iter().position(|f| !is_internal(&f.function)) else {
+/// Keeps the frames from the first one `skipped` does not match, up to the harness.
+fn trim(frames: Vec<Frame>, skipped: fn(&str) -> bool) -> Vec<Frame> {
+    let Some(first_user) = frames.iter().position(|f| !skipped(&f.function)) else {
         // No user code on the stack (a thread's start-up, say): show the library frames
         // from the first one past the allocator.
         return frames
@@ -93,6 +101,16 @@ fn is_internal(function: &str) -> bool {
     !owner.contains("::") || INTERNAL_PREFIXES.iter().any(|p| owner.starts_with(p))
 }
 
+/// Frames of the Rust runtime and of leakgate: the standard library, the allocator
+/// shims, the unwinder, and unresolved addresses (the signal trampoline).
+fn is_runtime(function: &str) -> bool {
+    function.starts_with("0x")
+        || function == "<unknown>"
+        || INTERNAL_PREFIXES
+            .iter()
+            .any(|p| owner(function).starts_with(p))
+}
+
 /// Frames of the allocation path itself: leakgate, the allocator shims, `alloc::alloc`.
 fn is_allocator(function: &str) -> bool {
     let owner = owner(function);
@@ -124,21 +142,24 @@ mod tests {
 
     #[test]
     fn trims_allocator_and_library_frames_down_to_user_code() {
-        let trimmed = trim(frames(&[
-            "leakgate::alloc::sites::on_alloc",
-            "<leakgate::alloc::TrackingAlloc<A> as core::alloc::global::GlobalAlloc>::alloc",
-            "__rustc::__rust_alloc",
-            "alloc::raw_vec::RawVecInner<A>::finish_grow",
-            "<T as alloc::borrow::ToOwned>::to_owned",
-            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
-            "my_engine::checkpoint::pin_segment",
-            "<my_engine::Db as my_engine::Engine>::checkpoint",
-            "core::ops::function::FnMut::call_mut",
-            "my_engine::run",
-            "std::thread::lifecycle::spawn_unchecked::{{closure}}",
-            "leakgate::session::run",
-            "main",
-        ]));
+        let trimmed = trim(
+            frames(&[
+                "leakgate::alloc::sites::on_alloc",
+                "<leakgate::alloc::TrackingAlloc<A> as core::alloc::global::GlobalAlloc>::alloc",
+                "__rustc::__rust_alloc",
+                "alloc::raw_vec::RawVecInner<A>::finish_grow",
+                "<T as alloc::borrow::ToOwned>::to_owned",
+                "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+                "my_engine::checkpoint::pin_segment",
+                "<my_engine::Db as my_engine::Engine>::checkpoint",
+                "core::ops::function::FnMut::call_mut",
+                "my_engine::run",
+                "std::thread::lifecycle::spawn_unchecked::{{closure}}",
+                "leakgate::session::run",
+                "main",
+            ]),
+            is_internal,
+        );
         let names: Vec<_> = trimmed.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
             names,
@@ -153,19 +174,54 @@ mod tests {
 
     #[test]
     fn without_user_frames_shows_the_library_frames_past_the_allocator() {
-        let trimmed = trim(frames(&[
-            "leakgate::alloc::sites::on_alloc",
-            "__rustc::__rust_alloc",
-            "alloc::alloc::alloc",
-            "std::thread::lifecycle::spawn_unchecked",
-            "std::sys::thread::unix::Thread::new::thread_start",
-        ]));
+        let trimmed = trim(
+            frames(&[
+                "leakgate::alloc::sites::on_alloc",
+                "__rustc::__rust_alloc",
+                "alloc::alloc::alloc",
+                "std::thread::lifecycle::spawn_unchecked",
+                "std::sys::thread::unix::Thread::new::thread_start",
+            ]),
+            is_internal,
+        );
         let names: Vec<_> = trimmed.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
             names,
             [
                 "std::thread::lifecycle::spawn_unchecked",
                 "std::sys::thread::unix::Thread::new::thread_start"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fault_in_c_code_keeps_the_c_function_on_top() {
+        let stack = frames(&[
+            "0x7f3a2c0de000",
+            "mdb_page_search_root",
+            "mdb_get",
+            "heed::databases::database::Database<KC,DC,C,CDUP>::get",
+            "my_engine::read",
+            "leakgate::session::run",
+        ]);
+        let names = |trimmed: Vec<Frame>| -> Vec<String> {
+            trimmed.into_iter().map(|f| f.function).collect()
+        };
+        assert_eq!(
+            names(trim(stack.clone(), is_runtime)),
+            [
+                "mdb_page_search_root",
+                "mdb_get",
+                "heed::databases::database::Database<KC,DC,C,CDUP>::get",
+                "my_engine::read"
+            ]
+        );
+        // An allocation site's C glue is trimmed instead.
+        assert_eq!(
+            names(trim(stack, is_internal)),
+            [
+                "heed::databases::database::Database<KC,DC,C,CDUP>::get",
+                "my_engine::read"
             ]
         );
     }

@@ -14,7 +14,7 @@
 //! growth; sites whose survivors span most of the run are ranked first, since a leak
 //! leaves blocks from every part of the run and a bounded cache only from its end.
 
-use leakgate_reports::{Crash, Finding, Resource, ScalePoint, Scaling, Site, Verdict};
+use leakgate_reports::{Crash, CrashCause, Finding, Resource, ScalePoint, Scaling, Site, Verdict};
 
 use crate::console::bytes;
 use crate::measure::Measurement;
@@ -135,12 +135,17 @@ pub(crate) fn misattribution(
 }
 
 /// Why a pinned crash is not where `expect_site` says, if it is not: the recursion that
-/// overflowed the stack, or else the innermost user frame of the faulting thread, must
-/// name the function.
+/// overflowed the stack, or else the innermost frame of the faulting thread, must name
+/// the function; a panic, which has no fault stack, must name it in its message (which
+/// carries the panic's location).
 pub(crate) fn crash_misattribution(crash: &Crash, policy: &Policy) -> Option<String> {
     let wanted = policy.expect_site.as_deref()?;
     let found = crate::crash_stack::recursion(&crash.stack)
         .or_else(|| crash.stack.first().map(|f| f.function.as_str()))
+        .or(crash
+            .message
+            .as_deref()
+            .filter(|_| crash.cause == CrashCause::Panic))
         .unwrap_or("nothing named (no stack was captured)");
     (!found.contains(wanted)).then(|| format!("expected the crash in {wanted}, found {found}"))
 }
@@ -816,5 +821,32 @@ mod tests {
         ];
         rank_sites(&mut sites, 200, |s| s);
         assert_eq!(sites[0].bytes, 3_200);
+    }
+
+    #[test]
+    fn a_pinned_crash_is_checked_against_its_stack_or_panic_location() {
+        let mut p = policy();
+        p.expect_site = Some("mdb_page_search_root".to_owned());
+        let mut fault = Crash::new(CrashCause::Signal, "iteration 0", None);
+        fault.stack = ["mdb_page_search_root", "mdb_get", "engine::read"]
+            .map(|f| leakgate_reports::Frame::new(f, None, None))
+            .to_vec();
+        assert_eq!(crash_misattribution(&fault, &p), None);
+        fault.stack.remove(0);
+        assert_eq!(
+            crash_misattribution(&fault, &p).as_deref(),
+            Some("expected the crash in mdb_page_search_root, found mdb_get")
+        );
+
+        p.expect_site = Some("btree_base.rs:35".to_owned());
+        let message = "Invalid page type byte 0 (at src/tree_store/btree_base.rs:35)";
+        let panic = Crash::new(CrashCause::Panic, "iteration 0", Some(message.to_owned()));
+        assert_eq!(crash_misattribution(&panic, &p), None);
+        let elsewhere = Crash::new(
+            CrashCause::Panic,
+            "iteration 0",
+            Some("boom (at a.rs:1)".into()),
+        );
+        assert!(crash_misattribution(&elsewhere, &p).is_some());
     }
 }

@@ -45,9 +45,13 @@ fn main() -> std::process::ExitCode {
     let gate = with_crash_recovery::<Redb>(
         gate,
         &[
-            (Damage::TornPage, CrashCause::Panic),
-            (Damage::DuplicatedPage, CrashCause::Panic),
-            (Damage::ZeroedPage, CrashCause::Panic),
+            (Damage::TornPage, CrashCause::Panic, "btree_base.rs:35"),
+            (
+                Damage::DuplicatedPage,
+                CrashCause::Panic,
+                "btree_base.rs:35",
+            ),
+            (Damage::ZeroedPage, CrashCause::Panic, "btree_base.rs:35"),
         ],
     );
 
@@ -74,14 +78,19 @@ fn main() -> std::process::ExitCode {
     // its file, by design, and dies of SIGBUS on two kinds of damage, on the first round.
     // A torn leaf page (page 6 of 10, its header now 0xA5 bytes) reads as a branch page
     // whose node offsets point past the end of the file: `mdb_page_search_root`
-    // (mdb.c:6655) from `mdb_get`. A truncated file is mapped, and read, past its end.
+    // (mdb.c:6655) from `mdb_get`. A truncated file is mapped, and read, past its end, in
+    // the same function.
     // Duplicated and zeroed pages are refused with errors (a cycle ends at LMDB's
     // 32-deep cursor stack).
     let gate = with_crash_recovery::<Lmdb>(
         gate,
         &[
-            (Damage::TornPage, CrashCause::Signal),
-            (Damage::Truncation, CrashCause::Signal),
+            (Damage::TornPage, CrashCause::Signal, "mdb_page_search_root"),
+            (
+                Damage::Truncation,
+                CrashCause::Signal,
+                "mdb_page_search_root",
+            ),
         ],
     );
 
@@ -161,13 +170,16 @@ fn add<S: 'static>(gate: Gate, scenarios: Vec<Scenario<S>>) -> Gate {
     scenarios.into_iter().fold(gate, Gate::scenario)
 }
 
-/// `crash_recovery` with every kind of damage; `crashes` pins the engine's known crashes.
-fn with_crash_recovery<E: Engine>(gate: Gate, crashes: &[(Damage, CrashCause)]) -> Gate {
+/// `crash_recovery` with every kind of damage; `crashes` pins the engine's known crashes:
+/// the damage, the cause, and the function or source location it must be in.
+fn with_crash_recovery<E: Engine>(gate: Gate, crashes: &[(Damage, CrashCause, &str)]) -> Gate {
     Damage::ALL.into_iter().fold(gate, |gate, damage| {
         let scenario = crash_recovery::<E>(damage);
-        gate.scenario(match crashes.iter().find(|(pinned, _)| *pinned == damage) {
-            Some(&(_, cause)) => scenario.expect_crash(cause),
-            None => scenario,
-        })
+        gate.scenario(
+            match crashes.iter().find(|(pinned, ..)| *pinned == damage) {
+                Some(&(_, cause, site)) => scenario.expect_crash(cause).expect_site(site),
+                None => scenario,
+            },
+        )
     })
 }
