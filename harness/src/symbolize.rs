@@ -27,14 +27,33 @@ const INTERNAL_PREFIXES: &[&str] = &[
 /// trims allocator and library frames before the first user frame and the harness frames
 /// after the user's code.
 pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
-    trim(resolve(ips), is_internal)
+    site_frames(resolve(ips))
 }
 
-/// Symbolizes the stack of a thread that faulted. Like [`symbolize`], except that a
-/// function without a Rust path at the top is kept: there it is the engine's own C code
-/// where the fault happened (`mdb_page_search_root`), not allocator glue.
+/// Symbolizes the stack of a thread that faulted. Like [`symbolize`], except that C
+/// functions right above the first user frame are kept: there they are the engine's own
+/// code where the fault happened (`mdb_page_search_root` … `mdb_get` under heed).
 pub(crate) fn symbolize_fault(ips: &[usize]) -> Vec<Frame> {
-    trim(resolve(ips), is_runtime)
+    fault_frames(resolve(ips))
+}
+
+fn site_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let first_user = first_user_frame(&frames);
+    trim(frames, first_user)
+}
+
+fn fault_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let first_kept = first_user_frame(&frames).map(|user| {
+        frames[..user]
+            .iter()
+            .rposition(|f| !is_c_function(&f.function))
+            .map_or(0, |runtime| runtime + 1)
+    });
+    trim(frames, first_kept)
+}
+
+fn first_user_frame(frames: &[Frame]) -> Option<usize> {
+    frames.iter().position(|f| !is_internal(&f.function))
 }
 
 /// Every frame of `ips`, inlined calls expanded, untrimmed.
@@ -57,9 +76,9 @@ fn resolve(ips: &[usize]) -> Vec<Frame> {
     frames
 }
 
-/// Keeps the frames from the first one `skipped` does not match, up to the harness.
-fn trim(frames: Vec<Frame>, skipped: fn(&str) -> bool) -> Vec<Frame> {
-    let Some(first_user) = frames.iter().position(|f| !skipped(&f.function)) else {
+/// Keeps the frames from `first_user` up to the harness's.
+fn trim(frames: Vec<Frame>, first_user: Option<usize>) -> Vec<Frame> {
+    let Some(first_user) = first_user else {
         // No user code on the stack (a thread's start-up, say): show the library frames
         // from the first one past the allocator.
         return frames
@@ -101,14 +120,12 @@ fn is_internal(function: &str) -> bool {
     !owner.contains("::") || INTERNAL_PREFIXES.iter().any(|p| owner.starts_with(p))
 }
 
-/// Frames of the Rust runtime and of leakgate: the standard library, the allocator
-/// shims, the unwinder, and unresolved addresses (the signal trampoline).
-fn is_runtime(function: &str) -> bool {
-    function.starts_with("0x")
-        || function == "<unknown>"
-        || INTERNAL_PREFIXES
-            .iter()
-            .any(|p| owner(function).starts_with(p))
+/// A C function: no Rust path, and neither runtime glue nor an unresolved address.
+fn is_c_function(function: &str) -> bool {
+    !function.contains("::")
+        && !function.starts_with("0x")
+        && function != "<unknown>"
+        && !INTERNAL_PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
 /// Frames of the allocation path itself: leakgate, the allocator shims, `alloc::alloc`.
@@ -142,24 +159,21 @@ mod tests {
 
     #[test]
     fn trims_allocator_and_library_frames_down_to_user_code() {
-        let trimmed = trim(
-            frames(&[
-                "leakgate::alloc::sites::on_alloc",
-                "<leakgate::alloc::TrackingAlloc<A> as core::alloc::global::GlobalAlloc>::alloc",
-                "__rustc::__rust_alloc",
-                "alloc::raw_vec::RawVecInner<A>::finish_grow",
-                "<T as alloc::borrow::ToOwned>::to_owned",
-                "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
-                "my_engine::checkpoint::pin_segment",
-                "<my_engine::Db as my_engine::Engine>::checkpoint",
-                "core::ops::function::FnMut::call_mut",
-                "my_engine::run",
-                "std::thread::lifecycle::spawn_unchecked::{{closure}}",
-                "leakgate::session::run",
-                "main",
-            ]),
-            is_internal,
-        );
+        let trimmed = site_frames(frames(&[
+            "leakgate::alloc::sites::on_alloc",
+            "<leakgate::alloc::TrackingAlloc<A> as core::alloc::global::GlobalAlloc>::alloc",
+            "__rustc::__rust_alloc",
+            "alloc::raw_vec::RawVecInner<A>::finish_grow",
+            "<T as alloc::borrow::ToOwned>::to_owned",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "my_engine::checkpoint::pin_segment",
+            "<my_engine::Db as my_engine::Engine>::checkpoint",
+            "core::ops::function::FnMut::call_mut",
+            "my_engine::run",
+            "std::thread::lifecycle::spawn_unchecked::{{closure}}",
+            "leakgate::session::run",
+            "main",
+        ]));
         let names: Vec<_> = trimmed.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
             names,
@@ -174,16 +188,13 @@ mod tests {
 
     #[test]
     fn without_user_frames_shows_the_library_frames_past_the_allocator() {
-        let trimmed = trim(
-            frames(&[
-                "leakgate::alloc::sites::on_alloc",
-                "__rustc::__rust_alloc",
-                "alloc::alloc::alloc",
-                "std::thread::lifecycle::spawn_unchecked",
-                "std::sys::thread::unix::Thread::new::thread_start",
-            ]),
-            is_internal,
-        );
+        let trimmed = site_frames(frames(&[
+            "leakgate::alloc::sites::on_alloc",
+            "__rustc::__rust_alloc",
+            "alloc::alloc::alloc",
+            "std::thread::lifecycle::spawn_unchecked",
+            "std::sys::thread::unix::Thread::new::thread_start",
+        ]));
         let names: Vec<_> = trimmed.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(
             names,
@@ -195,35 +206,40 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_in_c_code_keeps_the_c_function_on_top() {
-        let stack = frames(&[
+    fn a_fault_keeps_the_c_frames_right_above_user_code_but_not_the_allocators() {
+        let names = |stack: Vec<Frame>| -> Vec<String> {
+            fault_frames(stack)
+                .into_iter()
+                .map(|f| f.function)
+                .collect()
+        };
+        let in_lmdb = frames(&[
             "0x7f3a2c0de000",
             "mdb_page_search_root",
             "mdb_get",
-            "heed::databases::database::Database<KC,DC,C,CDUP>::get",
+            "heed::Database::get",
             "my_engine::read",
             "leakgate::session::run",
         ]);
-        let names = |trimmed: Vec<Frame>| -> Vec<String> {
-            trimmed.into_iter().map(|f| f.function).collect()
-        };
         assert_eq!(
-            names(trim(stack.clone(), is_runtime)),
+            names(in_lmdb),
             [
                 "mdb_page_search_root",
                 "mdb_get",
-                "heed::databases::database::Database<KC,DC,C,CDUP>::get",
+                "heed::Database::get",
                 "my_engine::read"
             ]
         );
-        // An allocation site's C glue is trimmed instead.
-        assert_eq!(
-            names(trim(stack, is_internal)),
-            [
-                "heed::databases::database::Database<KC,DC,C,CDUP>::get",
-                "my_engine::read"
-            ]
-        );
+        let in_malloc = frames(&[
+            "je_tcache_alloc_small_hard",
+            "malloc",
+            "leakgate::alloc::sites::on_alloc",
+            "__rustc::__rust_alloc",
+            "my_engine::walk",
+            "my_engine::walk",
+            "leakgate::session::run",
+        ]);
+        assert_eq!(names(in_malloc), ["my_engine::walk", "my_engine::walk"]);
     }
 
     #[test]
