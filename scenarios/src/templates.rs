@@ -437,14 +437,16 @@ pub enum RestoreFault {
 /// directory, descriptor, thread or memory), and the next restore must succeed (Apache
 /// Kvrocks's `db.tmp`). When the failed restore left something, the next restore is not
 /// tried (a leftover like `db.tmp` would only make it fail too): leakgate's file probe
-/// names the leftover instead. Named `<engine>/failed_restore/<disk_full|failpoint>`.
+/// names the leftover instead. No warm-up: a leftover appears on the first failure, and a
+/// warm-up would take it into the baseline. Named
+/// `<engine>/failed_restore/<disk_full|failpoint>`.
 pub fn failed_restore<E: Engine>(fault: RestoreFault) -> Scenario<Backed<E>> {
     let name = match &fault {
         RestoreFault::DiskFull => "failed_restore/disk_full".to_owned(),
         RestoreFault::Failpoint(failpoint) => format!("failed_restore/{failpoint}"),
     };
     engine_scenario::<E>(&name)
-        .warmup(5)
+        .warmup(0)
         .iterations(50)
         .setup(|ctx| Backed::<E>::open(ctx.dir(), true).expect("the engine opens"))
         .iterate(move |state: &mut Backed<E>, _| -> EngineResult<()> {

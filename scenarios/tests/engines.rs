@@ -116,19 +116,12 @@ fn main() -> std::process::ExitCode {
         // `count_leaves`; `lmdb/page_cycle_check` remembers visited pages and reports it.
         .scenario(page_cycle_check(Walk::Unguarded))
         .scenario(page_cycle_check(Walk::Guarded));
-    // Kvrocks's `db.tmp` on SQLite, under each fault; the twin cleans up. No warm-up:
-    // the leftover appears on the first failure, and a warm-up would fold it into the
-    // baseline.
+    // Kvrocks's `db.tmp` on SQLite, under each fault; the twin cleans up.
     let gate = add(
         gate,
         failed_restore_sweep::<StagedRestore<Sqlite, false>>()
             .into_iter()
-            .map(|scenario| {
-                scenario
-                    .warmup(0)
-                    .expect_leak(Resource::Files)
-                    .expect_site("db.tmp")
-            })
+            .map(|scenario| scenario.expect_leak(Resource::Files).expect_site("db.tmp"))
             .collect(),
     );
     let gate = add(gate, failed_restore_sweep::<StagedRestore<Sqlite, true>>());
