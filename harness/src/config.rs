@@ -21,6 +21,17 @@ pub(crate) enum KeepDirs {
     Always,
 }
 
+/// Every variable leakgate reads (besides its own parent-to-child ones).
+const VARIABLES: &[&str] = &[
+    "LEAKGATE_REPORT_DIR",
+    "LEAKGATE_TIMEOUT",
+    "LEAKGATE_SETTLE_TIMEOUT",
+    "LEAKGATE_KEEP_DIRS",
+    "LEAKGATE_SITES",
+    "LEAKGATE_MEMORY_LIMIT",
+    "LEAKGATE_ITERATIONS_SCALE",
+];
+
 /// The run's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
@@ -33,6 +44,8 @@ pub(crate) struct Config {
     /// Heap above baseline at which a scenario is stopped; `None`: four times its peak
     /// budget, or no limit without one.
     pub memory_limit: Option<u64>,
+    /// `LEAKGATE_*` variables set but not known, each with the closest known name.
+    pub unknown: Vec<(String, &'static str)>,
 }
 
 /// A variable with a value leakgate does not accept.
@@ -54,7 +67,19 @@ const MAX_SCALE: f64 = 10_000.0;
 impl Config {
     /// Reads the `LEAKGATE_*` variables of this process.
     pub(crate) fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+        let mut config = Self::from_lookup(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })?;
+        config.unknown =
+            unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+        Ok(config)
+    }
+
+    /// Warnings about the environment, for stderr: misspelled variables.
+    pub(crate) fn warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.unknown.iter().map(|(name, closest)| {
+            format!("{name} is not a leakgate variable and is ignored; did you mean {closest}?")
+        })
     }
 
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -126,6 +151,7 @@ impl Config {
             keep_dirs,
             sites,
             iterations_scale,
+            unknown: Vec::new(),
         })
     }
 
@@ -136,6 +162,28 @@ impl Config {
         }
         ((iterations as f64 * self.iterations_scale).round() as usize).max(1)
     }
+}
+
+/// The `LEAKGATE_*` names among `names` that leakgate does not read, each with the known
+/// variable closest to it.
+fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<(String, &'static str)> {
+    let internal = [crate::channel::CHANNEL_VAR, crate::channel::SCENARIO_VAR];
+    let mut unknown: Vec<(String, &'static str)> = names
+        .filter(|n| n.starts_with("LEAKGATE_"))
+        .filter(|n| !VARIABLES.contains(&n.as_str()) && !internal.contains(&n.as_str()))
+        .map(|name| {
+            let closest = VARIABLES
+                .iter()
+                .copied()
+                .max_by(|a, b| {
+                    strsim::jaro_winkler(&name, a).total_cmp(&strsim::jaro_winkler(&name, b))
+                })
+                .unwrap_or(VARIABLES[0]);
+            (name, closest)
+        })
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 /// `1048576`, `64K`, `512M`, `2G` (also `KiB`, `MiB`, `GiB`); above zero.
@@ -216,6 +264,25 @@ mod tests {
         assert_eq!(
             config(&[("LEAKGATE_TIMEOUT", "5m")]).unwrap().timeout,
             Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn a_misspelled_variable_is_named_with_the_closest_real_one() {
+        let names = [
+            "LEAKGATE_TIMOUT",
+            "LEAKGATE_KEEP_DIR",
+            "LEAKGATE_TIMEOUT",
+            "LEAKGATE_CHILD_CHANNEL",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_variables(names.into_iter()),
+            [
+                ("LEAKGATE_KEEP_DIR".to_owned(), "LEAKGATE_KEEP_DIRS"),
+                ("LEAKGATE_TIMOUT".to_owned(), "LEAKGATE_TIMEOUT"),
+            ]
         );
     }
 

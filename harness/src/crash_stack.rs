@@ -8,10 +8,12 @@
 //! return addresses to stderr as one line, puts the previous handler back and returns,
 //! so the fault happens again and ends the process as it would have (for a stack
 //! overflow, with Rust's "has overflowed its stack"). The parent reads the line with
-//! [`from_stderr`]: the child is the same executable, so an anchor address it prints
-//! gives the offset between the two address spaces.
+//! [`from_stderr`] and moves each address into its own address space through the
+//! child's mappings (executable and shared libraries alike) before symbolizing.
 
 use leakgate_reports::Frame;
+
+use crate::maps::{self, Mapping};
 
 /// Starts the line the handler writes.
 const MARKER: &str = "leakgate-fault-stack";
@@ -25,9 +27,17 @@ pub(crate) fn install() {
 }
 
 /// The symbolized stack the child's handler wrote to `stderr`, innermost first, trimmed
-/// to user code; empty if there is none.
-pub(crate) fn from_stderr(stderr: &str) -> Vec<Frame> {
-    from_line(stderr.lines().rev().find(|l| l.starts_with(MARKER)))
+/// to user code; empty if there is none. `child` is where the child mapped its code.
+pub(crate) fn from_stderr(stderr: &str, child: &[Mapping]) -> Vec<Frame> {
+    let ips = addresses(stderr.lines().rev().find(|l| l.starts_with(MARKER)));
+    let here = maps::current();
+    let ips: Vec<usize> = ips
+        .into_iter()
+        // An address neither process maps as code (a jump through a wild pointer) is
+        // kept as it is: it is printed, not resolved.
+        .map(|ip| maps::translate(ip, child, &here).unwrap_or(ip))
+        .collect();
+    crate::symbolize::symbolize_fault(&ips)
 }
 
 /// `stderr` without the handler's line, which means nothing to people.
@@ -39,25 +49,11 @@ pub(crate) fn without_marker(stderr: &str) -> String {
         .collect()
 }
 
-fn from_line(line: Option<&str>) -> Vec<Frame> {
-    let Some(line) = line.and_then(|l| l.strip_prefix(MARKER)) else {
-        return Vec::new();
-    };
-    let mut words = line.split_whitespace();
-    let Some(anchor) = words
-        .next()
-        .and_then(|w| w.strip_prefix("anchor="))
-        .and_then(parse_hex)
-    else {
-        return Vec::new();
-    };
-    // Same executable, so the same distance from the anchor in both processes.
-    let offset = (platform::anchor() as usize).wrapping_sub(anchor);
-    let ips: Vec<usize> = words
-        .filter_map(parse_hex)
-        .map(|ip| ip.wrapping_add(offset))
-        .collect();
-    crate::symbolize::symbolize_fault(&ips)
+/// The return addresses on the handler's line, innermost first.
+fn addresses(line: Option<&str>) -> Vec<usize> {
+    line.and_then(|l| l.strip_prefix(MARKER))
+        .map(|l| l.split_whitespace().filter_map(parse_hex).collect())
+        .unwrap_or_default()
 }
 
 fn parse_hex(word: &str) -> Option<usize> {
@@ -97,10 +93,6 @@ mod platform {
     // SAFETY: as above.
     unsafe impl Send for Action {}
 
-    pub(super) fn anchor() -> *const () {
-        on_fault as *const ()
-    }
-
     pub(super) fn install() {
         // The main thread's stack bounds, cached now: the handler cannot ask for them.
         crate::alloc::stack::cache_stack_bounds();
@@ -110,7 +102,7 @@ mod platform {
             // the handler, and the kernel writes the old action into `old`.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = anchor() as usize;
+                action.sa_sigaction = on_fault as *const () as usize;
                 action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut action.sa_mask);
                 let mut old: libc::sigaction = std::mem::zeroed();
@@ -136,8 +128,6 @@ mod platform {
     ) {
         let mut line = Line::new();
         line.push_str(MARKER);
-        line.push_str(" anchor=");
-        line.push_hex(anchor() as usize);
         if !context.is_null() {
             // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t.
             let (ip, fp, sp) = unsafe { registers(&*(context as *const libc::ucontext_t)) };
@@ -265,10 +255,6 @@ mod platform {
     any(target_arch = "x86_64", target_arch = "aarch64")
 )))]
 mod platform {
-    pub(super) fn anchor() -> *const () {
-        install as *const ()
-    }
-
     pub(super) fn install() {}
 }
 
@@ -295,7 +281,10 @@ mod tests {
 
     #[test]
     fn a_line_without_the_marker_gives_no_stack() {
-        assert!(from_stderr("thread 'main' has overflowed its stack\n").is_empty());
-        assert!(from_stderr("leakgate-fault-stack anchor=zz 1 2\n").is_empty());
+        assert!(from_stderr("thread 'main' has overflowed its stack\n", &[]).is_empty());
+        assert_eq!(
+            addresses(Some("leakgate-fault-stack 1f zz 0x20")),
+            [0x1f, 0x20]
+        );
     }
 }

@@ -6,69 +6,49 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use leakgate_reports::{Crash, CrashCause, Site};
+use leakgate_reports::{Crash, CrashCause};
 
-use crate::measure::{Event, Measurement, PROTOCOL, Phase, Position};
-
-/// Set in a child: the side-channel file it appends events to.
-pub(crate) const CHANNEL_VAR: &str = "LEAKGATE_CHILD_CHANNEL";
-/// Set in a child: the exact name of the scenario to run.
-pub(crate) const SCENARIO_VAR: &str = "LEAKGATE_CHILD_SCENARIO";
+use crate::channel::{CHANNEL_VAR, SCENARIO_VAR};
+use crate::maps::Mapping;
+use crate::measure::{Event, Measurement, MemoryLimitHit, Outcome, PROTOCOL, Phase, Position};
 
 /// Bytes of each output stream kept (the end of it).
 const OUTPUT_TAIL: usize = 64 << 10;
 /// How often the parent looks whether the child has ended.
 const POLL: Duration = Duration::from_millis(10);
+/// How long the child's output may stay open after it exited: a process it started
+/// and left running may hold the pipes forever.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// How a child's run ended and what it left.
 #[derive(Debug)]
 pub(crate) struct ChildRun {
-    /// The complete measurement, when the child finished.
-    pub measurement: Option<Measurement>,
-    /// What it streamed before it ended: baseline and iteration samples.
-    pub partial: Measurement,
-    pub crash: Option<Crash>,
+    pub outcome: Outcome,
     /// stdout, then stderr (the end of each).
     pub output: String,
-    pub scratch_dir: Option<PathBuf>,
-    /// Set when the watchdog stopped it at the memory limit.
-    pub memory_limit: Option<MemoryLimitHit>,
-}
-
-/// The child's last word before the watchdog stopped it.
-#[derive(Debug, Clone)]
-pub(crate) struct MemoryLimitHit {
-    pub limit: u64,
-    pub heap: u64,
-    pub sites: Vec<Site>,
+    /// The scratch directories it made (one per session), for the parent to remove or
+    /// keep.
+    pub scratch_dirs: Vec<PathBuf>,
 }
 
 /// Runs scenario `name` in a child process and waits for it, at most `timeout`.
 pub(crate) fn run_child(name: &str, timeout: Duration) -> ChildRun {
-    match spawn_and_wait(name, timeout) {
-        Ok(run) => run,
-        Err(error) => ChildRun {
-            measurement: None,
-            partial: Measurement::default(),
-            crash: Some(Crash::new(
-                CrashCause::Harness,
-                "start",
-                Some(error.to_string()),
-            )),
-            output: String::new(),
-            scratch_dir: None,
-            memory_limit: None,
-        },
-    }
+    spawn_and_wait(name, timeout).unwrap_or_else(|error| ChildRun {
+        outcome: Outcome::harness_error(
+            "start",
+            format!("cannot run the scenario's process: {error}"),
+        ),
+        output: String::new(),
+        scratch_dirs: Vec::new(),
+    })
 }
 
 fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
-    let channel = tempfile::Builder::new()
-        .prefix("leakgate-channel-")
-        .tempfile()?;
+    let channel = crate::tempdirs::channel_file()?;
     let mut command = Command::new(std::env::current_exe()?);
     if cfg!(feature = "jemalloc") && std::env::var_os("MALLOC_CONF").is_none() {
         // Blocks freed by one thread and parked in its cache still count as allocated;
@@ -93,45 +73,60 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
         });
     }
     let mut child = command.spawn()?;
-    let stdout = tail_reader(child.stdout.take());
-    let stderr = tail_reader(child.stderr.take());
+    let stdout = TailReader::start(child.stdout.take());
+    let stderr = TailReader::start(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let (status, timed_out) = loop {
         if let Some(status) = child.try_wait()? {
             break (status, false);
         }
         if Instant::now() >= deadline {
-            // The whole group: helpers the scenario started would keep its output pipes
-            // open and hang the runner. Killing may race with a natural exit; either way
-            // `wait` reaps it.
+            // Killing may race with a natural exit; either way `wait` reaps it.
             kill_group(child.id());
             let _ = child.kill();
             break (child.wait()?, true);
         }
         std::thread::sleep(POLL);
     };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    let fault_stack = crate::crash_stack::from_stderr(&stderr);
-    let stderr = crate::crash_stack::without_marker(&stderr);
-    let output = format!("{stdout}{stderr}");
+    // Whatever the scenario started and left behind must not hang the runner through
+    // the pipes it inherited: after a grace period, its whole group is killed.
+    let grace = Instant::now() + OUTPUT_GRACE;
+    if !(stdout.wait_until(grace) && stderr.wait_until(grace)) {
+        kill_group(child.id());
+    }
+    let grace = Instant::now() + OUTPUT_GRACE;
+    let (stdout, stderr) = (stdout.finish(grace), stderr.finish(grace));
     // Lossy: a torn multi-byte character must not cost the lines before it.
     let channel_bytes = std::fs::read(channel.path()).unwrap_or_default();
     let streamed = Streamed::read(&String::from_utf8_lossy(&channel_bytes));
-    let mut crash = classify(status, timed_out.then_some(timeout), &streamed, &stderr);
-    if let Some(crash) = crash
-        .as_mut()
-        .filter(|c| matches!(c.cause, CrashCause::StackOverflow | CrashCause::Signal))
-    {
-        crash.stack = fault_stack;
-    }
+    let fault_stack = crate::crash_stack::from_stderr(&stderr, &streamed.mappings);
+    let stderr = crate::crash_stack::without_marker(&stderr);
+    let output = format!("{stdout}{stderr}");
+    let crash = classify(status, timed_out.then_some(timeout), &streamed, &stderr);
+    let outcome = match (crash, streamed.measurement) {
+        (None, Some(measurement)) => Outcome::Finished(measurement),
+        (crash, _) => {
+            let mut crash = crash.unwrap_or_else(|| {
+                Crash::new(
+                    CrashCause::Harness,
+                    "done",
+                    Some("the child reported no result".to_owned()),
+                )
+            });
+            if matches!(crash.cause, CrashCause::StackOverflow | CrashCause::Signal) {
+                crash.stack = fault_stack;
+            }
+            Outcome::Crashed {
+                crash,
+                partial: streamed.partial,
+                memory_limit: streamed.memory_limit,
+            }
+        }
+    };
     Ok(ChildRun {
-        measurement: streamed.measurement.filter(|_| crash.is_none()),
-        partial: streamed.partial,
-        crash,
+        outcome,
         output,
-        scratch_dir: streamed.scratch_dir,
-        memory_limit: streamed.memory_limit,
+        scratch_dirs: streamed.scratch_dirs,
     })
 }
 
@@ -142,22 +137,52 @@ fn kill_group(leader: u32) {
     }
 }
 
-fn tail_reader(stream: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let Some(mut stream) = stream else {
-            return String::new();
-        };
-        let mut kept: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n @ 1..) = stream.read(&mut buf) {
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > 2 * OUTPUT_TAIL {
-                kept.drain(..kept.len() - OUTPUT_TAIL);
+/// Reads a child's output stream on a thread, keeping its end.
+struct TailReader {
+    kept: Arc<Mutex<Vec<u8>>>,
+    thread: JoinHandle<()>,
+}
+
+impl TailReader {
+    fn start(stream: Option<impl Read + Send + 'static>) -> Self {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let thread = std::thread::spawn({
+            let kept = Arc::clone(&kept);
+            move || {
+                let Some(mut stream) = stream else { return };
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > 2 * OUTPUT_TAIL {
+                        let excess = kept.len() - OUTPUT_TAIL;
+                        kept.drain(..excess);
+                    }
+                }
             }
+        });
+        Self { kept, thread }
+    }
+
+    /// Waits until the stream has closed or `deadline` passes; whether it closed.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(POLL);
         }
+        true
+    }
+
+    /// The end of what was read by `deadline`. A reader still blocked then is left to
+    /// end with the pipe; its text so far is returned.
+    fn finish(self, deadline: Instant) -> String {
+        self.wait_until(deadline);
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let start = kept.len().saturating_sub(OUTPUT_TAIL);
         String::from_utf8_lossy(&kept[start..]).into_owned()
-    })
+    }
 }
 
 /// The child's events, folded.
@@ -168,8 +193,10 @@ pub(crate) struct Streamed {
     pub partial: Measurement,
     pub panic: Option<String>,
     pub harness_error: Option<String>,
-    pub scratch_dir: Option<PathBuf>,
+    pub scratch_dirs: Vec<PathBuf>,
     pub memory_limit: Option<MemoryLimitHit>,
+    /// Where the child mapped its code, to symbolize its fault stack.
+    pub mappings: Vec<Mapping>,
 }
 
 impl Streamed {
@@ -181,24 +208,22 @@ impl Streamed {
             .filter_map(|l| serde_json::from_str::<Event>(l).ok())
         {
             match event {
-                Event::Hello { protocol } if protocol != PROTOCOL => {
+                Event::Hello { protocol, .. } if protocol != PROTOCOL => {
                     s.harness_error = Some(format!(
                         "child speaks protocol {protocol}, runner {PROTOCOL}: rebuild the test binary"
                     ));
                 }
-                Event::Hello { .. } => {}
+                Event::Hello { mappings, .. } => s.mappings = mappings,
                 Event::At(position) => s.position = Some(position),
                 Event::Sample { sample } => match s.position.map(|p| p.phase) {
                     Some(Phase::Baseline) => s.partial.series.baseline = Some(sample),
                     _ => s.partial.series.iterations.push(sample),
                 },
-                Event::ScratchDir { path } => s.scratch_dir = Some(path),
+                Event::ScratchDir { path } => s.scratch_dirs.push(path),
                 Event::Panic { message } => s.panic = Some(message),
                 Event::HarnessError { message } => s.harness_error = Some(message),
                 Event::Finished { measurement } => s.measurement = Some(*measurement),
-                Event::MemoryLimit { limit, heap, sites } => {
-                    s.memory_limit = Some(MemoryLimitHit { limit, heap, sites });
-                }
+                Event::MemoryLimit(hit) => s.memory_limit = Some(hit),
             }
         }
         s

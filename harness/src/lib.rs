@@ -91,25 +91,40 @@
 //!   directory and every `watch_dir`; leftovers are named. C-heap findings carry no
 //!   sites (that needs jemalloc's heap profiling, not built).
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
+// `unsafe` is allowed per module, only where it is needed: the allocator, the fault
+// handler, jemalloc's statistics, and the system calls on child processes.
+#[allow(unsafe_code)]
 mod alloc;
+mod attribution;
+mod channel;
+mod child;
 mod config;
 mod console;
+#[allow(unsafe_code)]
 mod crash_stack;
+#[allow(unsafe_code)]
 pub mod fault;
 mod gate;
+#[allow(unsafe_code)]
 mod isolate;
+mod maps;
 mod measure;
+#[allow(unsafe_code)]
 mod probe;
 mod scenario;
 mod session;
+mod sink;
 mod symbolize;
+#[allow(unsafe_code)]
+mod tempdirs;
 mod verdict;
 mod watchdog;
 
 pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats, reset_peak};
 pub use config::ConfigError;
-pub use gate::Gate;
+pub use gate::{Conclusion, Gate, SetupError};
 pub use leakgate_reports::{CrashCause, Resource};
 pub use scenario::{Ctx, DEFAULT_C_HEAP_TOLERANCE, Growth, IterationResult, Scenario};
 

@@ -4,13 +4,14 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use leakgate_reports::{IterationError, Sample, ScalePoint, Series, Site};
+use leakgate_reports::{Crash, IterationError, Sample, ScalePoint, Series, Site};
 use serde::{Deserialize, Serialize};
 
+use crate::maps::Mapping;
 use crate::probe::Leaked;
 
 /// Version of the child-to-parent event protocol.
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// Everything one run of a scenario recorded; the verdict is a function of this alone.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,48 @@ pub(crate) struct Measurement {
     /// Peak and retained heap per input size, for scenarios run with `.scaling(..)`.
     pub scaling: Vec<ScalePoint>,
     pub notes: Vec<String>,
+}
+
+/// How a scenario's run ended, as the runner recorded it: everything the judge
+/// ([`crate::verdict::judge`]) looks at besides the policy.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// The session ran to its end.
+    Finished(Measurement),
+    /// The process ended before it reported a result.
+    Crashed {
+        crash: Crash,
+        /// What it streamed before it ended: baseline and iteration samples.
+        partial: Measurement,
+        /// Set when the watchdog stopped it at the memory limit.
+        memory_limit: Option<MemoryLimitHit>,
+    },
+}
+
+impl Outcome {
+    /// A run that could not start or be read, for `cause` `Harness`.
+    pub(crate) fn harness_error(phase: &str, message: String) -> Self {
+        Self::Crashed {
+            crash: Crash::new(leakgate_reports::CrashCause::Harness, phase, Some(message)),
+            partial: Measurement::default(),
+            memory_limit: None,
+        }
+    }
+
+    /// The measurement, complete or partial.
+    pub(crate) fn measurement(&self) -> &Measurement {
+        match self {
+            Self::Finished(m) | Self::Crashed { partial: m, .. } => m,
+        }
+    }
+}
+
+/// The child's last word before the watchdog stopped it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MemoryLimitHit {
+    pub limit: u64,
+    pub heap: u64,
+    pub sites: Vec<Site>,
 }
 
 /// Surviving blocks, grouped by allocation site.
@@ -82,8 +125,12 @@ impl fmt::Display for Position {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum Event {
+    /// The first event: the protocol, and where the child's code is mapped, so the
+    /// parent can symbolize fault addresses in the executable and in shared libraries.
     Hello {
         protocol: u32,
+        #[serde(default)]
+        mappings: Vec<Mapping>,
     },
     At(Position),
     Sample {
@@ -102,9 +149,5 @@ pub(crate) enum Event {
         measurement: Box<Measurement>,
     },
     /// The heap passed the memory limit; the sites at the peak, symbolized.
-    MemoryLimit {
-        limit: u64,
-        heap: u64,
-        sites: Vec<Site>,
-    },
+    MemoryLimit(MemoryLimitHit),
 }

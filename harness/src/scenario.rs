@@ -139,6 +139,48 @@ pub(crate) struct Spec {
     /// Heap above baseline at which the scenario is stopped.
     pub memory_limit: Option<u64>,
     pub policy: Policy,
+    /// The first builder call that cannot work, refused when the gate starts.
+    pub misuse: Option<String>,
+}
+
+/// Measured iterations a verdict needs at the least: a trend needs two points.
+pub(crate) const MIN_ITERATIONS: usize = 2;
+
+impl Spec {
+    /// Why this scenario cannot give a verdict under `config`, if it cannot.
+    pub(crate) fn problem(&self, config: &crate::config::Config) -> Option<String> {
+        let policy = &self.policy;
+        if let Some(misuse) = &self.misuse {
+            return Some(misuse.clone());
+        }
+        if let Some(site) = policy
+            .expect_site
+            .as_deref()
+            .filter(|_| policy.expect.is_empty() && policy.expect_crash.is_none())
+        {
+            return Some(format!(
+                "expect_site({site:?}) with nothing expected: add expect_leak(..) or expect_crash(..)"
+            ));
+        }
+        if policy.expect_growth.is_some() && self.scaling.len() < 2 {
+            return Some(
+                "expect_peak_growth(..) needs .scaling(..) with at least 2 input sizes".to_owned(),
+            );
+        }
+        let scaled = config.scaled(self.iterations);
+        if scaled < MIN_ITERATIONS && self.iterations >= MIN_ITERATIONS {
+            return Some(format!(
+                "LEAKGATE_ITERATIONS_SCALE={} leaves {scaled} of its {} measured iterations; a \
+                 verdict needs at least {MIN_ITERATIONS}",
+                config.iterations_scale, self.iterations
+            ));
+        }
+        None
+    }
+
+    fn refuse(&mut self, misuse: String) {
+        self.misuse.get_or_insert(misuse);
+    }
 }
 
 type SetupFn<S> = Box<dyn FnMut(&Ctx) -> S + Send>;
@@ -193,6 +235,7 @@ impl Scenario<()> {
                     expect_growth: None,
                     expect_crash: None,
                 },
+                misuse: None,
             },
             setup: Box::new(|_| ()),
             iterate: None,
@@ -209,8 +252,14 @@ impl<S: 'static> Scenario<S> {
         self
     }
 
-    /// Measured iterations (scaled by `LEAKGATE_ITERATIONS_SCALE`).
+    /// Measured iterations (scaled by `LEAKGATE_ITERATIONS_SCALE`); at least 2, or the
+    /// gate refuses to start.
     pub fn iterations(mut self, iterations: usize) -> Self {
+        if iterations < MIN_ITERATIONS {
+            self.spec.refuse(format!(
+                "iterations({iterations}): a verdict needs at least {MIN_ITERATIONS} measured iterations"
+            ));
+        }
         self.spec.iterations = iterations;
         self
     }
@@ -223,8 +272,19 @@ impl<S: 'static> Scenario<S> {
     }
 
     /// Creates the state the iterations work on; runs once, before warm-up. Replaces the
-    /// scenario's state type, so call it before `iterate`, `settle` and `teardown`.
-    pub fn setup<T: 'static>(self, setup: impl FnMut(&Ctx) -> T + Send + 'static) -> Scenario<T> {
+    /// scenario's state type, so call it before `iterate`, `settle` and `teardown` (the
+    /// gate refuses to start otherwise).
+    pub fn setup<T: 'static>(
+        mut self,
+        setup: impl FnMut(&Ctx) -> T + Send + 'static,
+    ) -> Scenario<T> {
+        if self.iterate.is_some() || self.settle.is_some() || self.teardown.is_some() {
+            self.spec.refuse(
+                "setup(..) after iterate/settle/teardown: setup replaces the state type and \
+                 drops them; call setup(..) first"
+                    .to_owned(),
+            );
+        }
         Scenario {
             spec: self.spec,
             setup: Box::new(setup),
@@ -276,6 +336,12 @@ impl<S: 'static> Scenario<S> {
     /// [`DEFAULT_C_HEAP_TOLERANCE`] for the C heap. For `Peak`, use
     /// [`peak_budget`](Self::peak_budget).
     pub fn tolerance(mut self, resource: Resource, amount: u64) -> Self {
+        if resource == Resource::Peak {
+            self.spec.refuse(
+                "tolerance(Peak, ..): the peak has a budget, not a tolerance; use .peak_budget(bytes)"
+                    .to_owned(),
+            );
+        }
         self.spec.policy.tolerances.retain(|(r, _)| *r != resource);
         self.spec.policy.tolerances.push((resource, amount));
         self

@@ -1,27 +1,32 @@
-//! One run of one scenario, in the current process.
+//! [`Session`]: one run of one scenario, in the current (child) process. Its methods are
+//! its phases:
 //!
 //! ```text
-//!  pre-setup sample ─ setup ─ warm-up ×W ─ settle ─ baseline
-//!    ─ [record sites] measured ×N (sample after each) [stop]
-//!    ─ settle + retries ─ end sample ─ teardown ─ after-teardown sample ─ symbolize
+//!  scratch_dir ─ set_up ─ warm_up ×W ─ (settle) ─ take_baseline
+//!    ─ measure ×N [sites recorded, a sample after each]
+//!    ─ settle (bounded retries) ─ end sample ─ tear_down ─ after-teardown sample
+//!    ─ attribute (symbolize the sites that will be reported)
 //! ```
-//! The series is preallocated before the baseline and events are written with a
+//! The series is preallocated before the baseline and the channel sends through a
 //! preallocated buffer, so the harness itself adds nothing to the heap between the
-//! baseline and the end sample.
+//! baseline and the end sample. The session only measures: the parent judges the
+//! measurement and decides what happens to the scratch directory.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leakgate_reports::{IterationError, ScalePoint, Site, Verdict};
+use leakgate_reports::{IterationError, ScalePoint};
 
 use crate::alloc::{self, peak, sites, stack};
-use crate::config::{Config, KeepDirs};
-use crate::isolate::CHANNEL_VAR;
-use crate::measure::{Event, Measurement, Phase, Position, Survivors};
-use crate::probe::{self, Probe};
+use crate::attribution;
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::measure::{Event, Measurement, Phase, Position};
+use crate::probe::{self, Inventory, Probe};
 use crate::scenario::{Ctx, Scenario};
-use crate::symbolize::symbolize;
-use crate::verdict::{self, MAX_SITES};
+use crate::tempdirs;
+use crate::verdict;
 use crate::watchdog::Watchdog;
 
 /// Longest wait for a leak's survivors to be freed after teardown.
@@ -44,20 +49,27 @@ pub(crate) enum SessionError {
     Watchdog(#[source] std::io::Error),
 }
 
-/// Runs `scenario`, streaming progress to `emit`.
+/// Runs `scenario` (once per input size when it scales), reporting progress on
+/// `channel`.
 pub(crate) fn run<S>(
     scenario: &mut Scenario<S>,
     config: &Config,
-    emit: &mut dyn FnMut(&Event),
+    channel: &Arc<Channel>,
 ) -> Result<Measurement, SessionError> {
+    if scenario.iterate.is_none() {
+        return Err(SessionError::NoIterate);
+    }
+    if !tracking_allocator_installed() {
+        return Err(SessionError::NoTrackingAllocator);
+    }
     let sizes = scenario.spec.scaling.clone();
     let Some((&largest, smaller)) = sizes.split_last() else {
-        return run_at(scenario, config, emit, 0);
+        return Session::new(scenario, config, channel).run(0);
     };
     // One whole session per size; the largest size's measurement is judged as usual.
     let mut points = Vec::with_capacity(sizes.len());
     for &size in smaller {
-        let m = run_at(scenario, config, emit, size)?;
+        let m = Session::new(scenario, config, channel).run(size)?;
         points.push(scale_point(size, &m));
         if m.iteration_error.is_some() {
             return Ok(Measurement {
@@ -66,7 +78,7 @@ pub(crate) fn run<S>(
             });
         }
     }
-    let mut m = run_at(scenario, config, emit, largest)?;
+    let mut m = Session::new(scenario, config, channel).run(largest)?;
     points.push(scale_point(largest, &m));
     m.scaling = points;
     Ok(m)
@@ -88,157 +100,215 @@ fn scale_point(size: u64, m: &Measurement) -> ScalePoint {
     ScalePoint::new(size, peak.saturating_sub(baseline), retained)
 }
 
-/// One session at input size `size`.
-fn run_at<S>(
-    scenario: &mut Scenario<S>,
-    config: &Config,
-    emit: &mut dyn FnMut(&Event),
-    size: u64,
-) -> Result<Measurement, SessionError> {
-    let Some(iterate) = scenario.iterate.as_mut() else {
-        return Err(SessionError::NoIterate);
-    };
-    if !tracking_allocator_installed() {
-        return Err(SessionError::NoTrackingAllocator);
-    }
-    let spec = &scenario.spec;
-    let measured = config.scaled(spec.iterations);
-    // Sites at the peak are worth their cost only when the peak is judged.
-    let judges_peak = spec.policy.peak_budget.is_some() || spec.policy.expect_growth.is_some();
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("leakgate-{}-", file_safe(&spec.name)))
-        .tempdir()
-        .map_err(SessionError::ScratchDir)?;
-    emit(&Event::ScratchDir {
-        path: scratch.path().to_owned(),
-    });
+/// One session at one input size; consumed by [`run`](Self::run).
+struct Session<'a, S> {
+    scenario: &'a mut Scenario<S>,
+    config: &'a Config,
+    channel: &'a Arc<Channel>,
+    measured: usize,
+    m: Measurement,
+}
 
-    let mut watched = vec![scratch.path().to_owned()];
-    watched.extend(spec.watch_dirs.iter().cloned());
-    let probe = Probe::new(watched);
-    let mut m = Measurement {
-        measured_iterations: measured as u32,
-        ..Measurement::default()
-    };
-    m.notes
-        .extend(probe::process_heap_note().map(str::to_owned));
-    m.series.pre_setup = Some(probe.sample());
-    at(emit, Phase::Setup, None);
-    let ctx = Ctx::new(scratch.path().to_owned(), spec.name.clone(), size);
-    let mut state = (scenario.setup)(&ctx);
+/// Raw survivors by site, and the distinct iterations they came from.
+type RawSurvivors = (Vec<sites::SiteSurvivors>, u32);
 
-    for i in 0..spec.warmup {
-        at(emit, Phase::Warmup, Some(i));
-        if let Err(message) = iterate(&mut state, i) {
-            m.iteration_error = Some(IterationError::new("warmup", i as u32, message));
-            break;
+impl<'a, S> Session<'a, S> {
+    fn new(scenario: &'a mut Scenario<S>, config: &'a Config, channel: &'a Arc<Channel>) -> Self {
+        let measured = config.scaled(scenario.spec.iterations);
+        Self {
+            scenario,
+            config,
+            channel,
+            measured,
+            m: Measurement {
+                measured_iterations: measured as u32,
+                ..Measurement::default()
+            },
         }
     }
-    if let Some(settle) = scenario.settle.as_mut() {
-        settle(&mut state);
+
+    fn run(mut self, size: u64) -> Result<Measurement, SessionError> {
+        let scratch = self.scratch_dir()?;
+        let mut watched = vec![scratch.clone()];
+        watched.extend(self.scenario.spec.watch_dirs.iter().cloned());
+        let probe = Probe::new(watched);
+        self.m
+            .notes
+            .extend(probe::process_heap_note().map(str::to_owned));
+        self.m.series.pre_setup = Some(probe.sample());
+
+        let mut state = self.set_up(scratch, size);
+        self.warm_up(&mut state);
+        let mut end_survivors = None;
+        if self.m.iteration_error.is_none() {
+            let watchdog = self.start_watchdog()?;
+            let inventory = self.take_baseline(&probe, watchdog.as_ref());
+            self.measure(&mut state, &probe);
+            self.settle(&mut state, &probe, &inventory);
+            drop(watchdog);
+            end_survivors = self.config.sites.then(sites::survivors);
+        }
+        let after_survivors = self.tear_down(state, &probe);
+        self.attribute(end_survivors, after_survivors);
+        Ok(self.m)
     }
 
-    if m.iteration_error.is_none() {
-        at(emit, Phase::Baseline, None);
+    fn at(&self, phase: Phase, iteration: Option<usize>) {
+        self.channel.send(&Event::At(Position {
+            phase,
+            iteration: iteration.map(|i| i as u32),
+        }));
+    }
+
+    /// Creates the scratch directory and tells the parent, which removes it.
+    fn scratch_dir(&self) -> Result<PathBuf, SessionError> {
+        let dir =
+            tempdirs::scratch_dir(&self.scenario.spec.name).map_err(SessionError::ScratchDir)?;
+        self.channel.send(&Event::ScratchDir { path: dir.clone() });
+        Ok(dir)
+    }
+
+    fn set_up(&mut self, scratch: PathBuf, size: u64) -> S {
+        self.at(Phase::Setup, None);
+        let ctx = Ctx::new(scratch, self.scenario.spec.name.clone(), size);
+        (self.scenario.setup)(&ctx)
+    }
+
+    fn warm_up(&mut self, state: &mut S) {
+        let iterate = self.scenario.iterate.as_mut().expect("checked by `run`");
+        for i in 0..self.scenario.spec.warmup {
+            self.channel.send(&Event::At(Position {
+                phase: Phase::Warmup,
+                iteration: Some(i as u32),
+            }));
+            if let Err(message) = iterate(state, i) {
+                self.m.iteration_error = Some(IterationError::new("warmup", i as u32, message));
+                break;
+            }
+        }
+        if let Some(settle) = self.scenario.settle.as_mut() {
+            settle(state);
+        }
+    }
+
+    /// Started before the baseline, so its thread is part of it.
+    fn start_watchdog(&self) -> Result<Option<Watchdog>, SessionError> {
+        let spec = &self.scenario.spec;
+        let limit = spec
+            .memory_limit
+            .or(self.config.memory_limit)
+            .or(spec.policy.peak_budget.map(|b| b.saturating_mul(4)));
+        limit
+            .map(|limit| Watchdog::start(limit, Arc::clone(self.channel)))
+            .transpose()
+            .map_err(SessionError::Watchdog)
+    }
+
+    /// Takes the baseline and starts recording sites; returns the baseline's inventory.
+    fn take_baseline(&mut self, probe: &Probe, watchdog: Option<&Watchdog>) -> Inventory {
+        self.at(Phase::Baseline, None);
         // Decided (and noted) before the baseline, so the note is not counted as growth.
-        if config.sites && stack::detect() == stack::Method::Dwarf {
-            m.notes.push(
+        if self.config.sites && stack::detect() == stack::Method::Dwarf {
+            self.m.notes.push(
                 "allocation sites captured by DWARF unwinding (slow); build with \
                  RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture"
                     .to_owned(),
             );
         }
-        m.series.iterations.reserve_exact(measured);
-        // Started before the baseline, so its thread is part of it.
-        let limit = spec
-            .memory_limit
-            .or(config.memory_limit)
-            .or(spec.policy.peak_budget.map(|b| b.saturating_mul(4)));
-        let watchdog = match limit {
-            Some(limit) => Some(
-                Watchdog::start(limit, std::env::var_os(CHANNEL_VAR).map(PathBuf::from))
-                    .map_err(SessionError::Watchdog)?,
-            ),
-            None => None,
-        };
+        self.m.series.iterations.reserve_exact(self.measured);
         // Taken before the baseline sample, so the inventory's memory is part of it.
-        let baseline_inventory = probe.inventory();
+        let inventory = probe.inventory();
         alloc::reset_peak();
         let baseline = probe.sample();
-        m.series.baseline = Some(baseline);
-        emit(&Event::Sample { sample: baseline });
-        if config.sites {
+        self.m.series.baseline = Some(baseline);
+        self.channel.send(&Event::Sample { sample: baseline });
+        if self.config.sites {
+            // Sites at the peak are worth their cost only when the peak is judged.
+            let policy = &self.scenario.spec.policy;
+            let judges_peak = policy.peak_budget.is_some() || policy.expect_growth.is_some();
             if judges_peak || watchdog.is_some() {
                 peak::arm(baseline.heap_bytes);
             }
             sites::start(0);
         }
-        if let Some(watchdog) = &watchdog {
+        if let Some(watchdog) = watchdog {
             watchdog.arm(baseline.heap_bytes);
         }
-        for i in 0..measured {
+        inventory
+    }
+
+    fn measure(&mut self, state: &mut S, probe: &Probe) {
+        let iterate = self.scenario.iterate.as_mut().expect("checked by `run`");
+        for i in 0..self.measured {
             sites::set_iteration(i as u32);
-            at(emit, Phase::Measure, Some(i));
-            let outcome = iterate(&mut state, i);
+            self.channel.send(&Event::At(Position {
+                phase: Phase::Measure,
+                iteration: Some(i as u32),
+            }));
+            let outcome = iterate(state, i);
             let sample = probe.sample();
-            m.series.iterations.push(sample);
-            emit(&Event::Sample { sample });
+            self.m.series.iterations.push(sample);
+            self.channel.send(&Event::Sample { sample });
             if let Err(message) = outcome {
-                m.iteration_error = Some(IterationError::new("measure", i as u32, message));
+                self.m.iteration_error = Some(IterationError::new("measure", i as u32, message));
                 break;
             }
         }
         sites::stop();
+    }
 
-        at(emit, Phase::Settle, None);
-        if let Some(settle) = scenario.settle.as_mut() {
-            settle(&mut state);
+    /// Lets deferred frees land, then takes the end sample and names what leaked.
+    fn settle(&mut self, state: &mut S, probe: &Probe, baseline: &Inventory) {
+        self.at(Phase::Settle, None);
+        if let Some(settle) = self.scenario.settle.as_mut() {
+            settle(state);
         }
-        m.series.settle_attempts = settle_until(config.settle_timeout, || {
+        let policy = &self.scenario.spec.policy;
+        let m = &mut self.m;
+        m.series.settle_attempts = settle_until(self.config.settle_timeout, || {
             m.series.end = Some(probe.sample());
-            verdict::settled(&m, &spec.policy)
+            verdict::settled(m, policy)
         });
-        m.leaked = probe.inventory().new_since(&baseline_inventory);
-        drop(watchdog);
-    }
-    let end_survivors = config.sites.then(sites::survivors);
-
-    at(emit, Phase::Teardown, None);
-    match scenario.teardown.as_mut() {
-        Some(teardown) => teardown(state),
-        None => drop(state),
-    }
-    let leaky = !verdict::heap_settled(&m, &spec.policy);
-    // Only a leak's survivors are worth waiting for: they decide whether it is held
-    // after teardown or was freed with the state. Teardown joins its own threads, so a
-    // short wait covers what is still on its way out.
-    let teardown_wait = if leaky {
-        config.settle_timeout.min(TEARDOWN_SETTLE)
-    } else {
-        Duration::ZERO
-    };
-    settle_until(teardown_wait, || sites::live_tagged_blocks() == 0);
-    m.series.after_teardown = Some(probe.sample());
-    let after_survivors = config.sites.then(sites::survivors);
-    sites::clear();
-
-    at(emit, Phase::Done, None);
-    if let Some((sites, iterations)) = end_survivors {
-        m.survivors = resolve(sites, iterations, measured as u32);
-    }
-    m.survivors_after_teardown =
-        after_survivors.map(|(sites, iterations)| resolve(sites, iterations, measured as u32));
-    if config.sites && judges_peak {
-        m.peak_sites = peak_sites();
+        m.leaked = probe.inventory().new_since(baseline);
     }
 
-    let failed = verdict::analyze(&m, &spec.policy).verdict != Verdict::Pass;
-    if config.keep_dirs == KeepDirs::Always || (failed && config.keep_dirs == KeepDirs::OnFailure) {
-        let kept = scratch.keep();
-        m.notes
-            .push(format!("scratch directory kept at {}", kept.display()));
+    /// Ends the state and samples what it gave back; returns the survivors after it.
+    fn tear_down(&mut self, state: S, probe: &Probe) -> Option<RawSurvivors> {
+        self.at(Phase::Teardown, None);
+        match self.scenario.teardown.as_mut() {
+            Some(teardown) => teardown(state),
+            None => drop(state),
+        }
+        // Only a leak's survivors are worth waiting for: they decide whether it is held
+        // after teardown or was freed with the state. Teardown joins its own threads, so
+        // a short wait covers what is still on its way out.
+        let leaky = !verdict::heap_settled(&self.m, &self.scenario.spec.policy);
+        let wait = if leaky {
+            self.config.settle_timeout.min(TEARDOWN_SETTLE)
+        } else {
+            Duration::ZERO
+        };
+        settle_until(wait, || sites::live_tagged_blocks() == 0);
+        self.m.series.after_teardown = Some(probe.sample());
+        let survivors = self.config.sites.then(sites::survivors);
+        sites::clear();
+        survivors
     }
-    Ok(m)
+
+    /// Symbolizes the sites that will be reported.
+    fn attribute(&mut self, end: Option<RawSurvivors>, after: Option<RawSurvivors>) {
+        self.at(Phase::Done, None);
+        let measured = self.measured as u32;
+        if let Some((raw, iterations)) = end {
+            self.m.survivors = attribution::survivors(raw, iterations, measured);
+        }
+        self.m.survivors_after_teardown =
+            after.map(|(raw, iterations)| attribution::survivors(raw, iterations, measured));
+        let policy = &self.scenario.spec.policy;
+        if self.config.sites && (policy.peak_budget.is_some() || policy.expect_growth.is_some()) {
+            self.m.peak_sites = attribution::peak_sites();
+        }
+    }
 }
 
 /// Checks `settled` until it holds or `timeout` passes, with growing pauses between
@@ -256,51 +326,6 @@ fn settle_until(timeout: Duration, mut settled: impl FnMut() -> bool) -> u32 {
     attempts
 }
 
-/// Ranks the surviving sites and symbolizes those that will be reported.
-fn resolve(raw: Vec<sites::SiteSurvivors>, iterations: u32, measured: u32) -> Survivors {
-    let mut ranked: Vec<(Site, u32)> = raw
-        .iter()
-        .map(|s| {
-            let site = Site::new(
-                s.bytes,
-                s.blocks,
-                s.iterations,
-                s.first_iteration,
-                s.last_iteration,
-            );
-            (site, s.site)
-        })
-        .collect();
-    verdict::rank_sites(&mut ranked, measured, |(site, _)| site);
-    let reported = ranked
-        .into_iter()
-        .take(MAX_SITES)
-        .map(|(mut site, id)| {
-            site.frames = symbolize(&sites::site_frames(id));
-            site
-        })
-        .collect();
-    Survivors {
-        recorded: true,
-        bytes: raw.iter().map(|s| s.bytes).sum(),
-        blocks: raw.iter().map(|s| s.blocks).sum(),
-        iterations,
-        sites: reported,
-    }
-}
-
-/// The sites that made the heap's peak, symbolized.
-pub(crate) fn peak_sites() -> Vec<Site> {
-    let (top, _) = peak::top(MAX_SITES);
-    top.into_iter()
-        .map(|(id, bytes)| {
-            let mut site = Site::new(bytes, 0, 0, 0, 0);
-            site.frames = symbolize(&sites::site_frames(id));
-            site
-        })
-        .collect()
-}
-
 /// Whether this process's global allocator is leakgate's: an allocation must move its
 /// counters.
 fn tracking_allocator_installed() -> bool {
@@ -309,22 +334,45 @@ fn tracking_allocator_installed() -> bool {
     alloc::heap_stats().allocations != before
 }
 
-/// `a/b c` → `a_b_c`, for file names.
-pub(crate) fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
 
-fn at(emit: &mut dyn FnMut(&Event), phase: Phase, iteration: Option<usize>) {
-    emit(&Event::At(Position {
-        phase,
-        iteration: iteration.map(|i| i as u32),
-    }));
+    use super::*;
+
+    /// A real deferred free: a background thread drops the buffer 30 ms after it is
+    /// handed over, and settling must wait for it, checking with growing pauses.
+    #[test]
+    fn settling_waits_for_a_deferred_free_and_gives_up_at_the_timeout() {
+        let (send, receive) = mpsc::channel::<Vec<u8>>();
+        let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker = std::thread::spawn({
+            let freed = Arc::clone(&freed);
+            move || {
+                for buffer in receive {
+                    std::thread::sleep(Duration::from_millis(30));
+                    drop(buffer);
+                    freed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        send.send(vec![7u8; 1 << 20]).unwrap();
+        let started = Instant::now();
+        let attempts = settle_until(Duration::from_secs(5), || {
+            freed.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        let waited = started.elapsed();
+        assert!(freed.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(waited >= Duration::from_millis(30), "{waited:?}");
+        // 1, 2, 4, 8, 16 ms … : a 30 ms free takes more than one check, far fewer than
+        // a fixed 1 ms poll would.
+        assert!((2..=12).contains(&attempts), "{attempts}");
+        drop(send);
+        worker.join().unwrap();
+
+        let started = Instant::now();
+        let attempts = settle_until(Duration::from_millis(50), || false);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(attempts > 1);
+    }
 }

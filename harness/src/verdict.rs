@@ -1,4 +1,12 @@
-//! The verdict: a pure function of a [`Measurement`] and a scenario's [`Policy`].
+//! The verdict: [`judge`], a pure function of a run's [`Outcome`] and a scenario's
+//! [`Policy`], and the only place a verdict is decided: finished runs, crashes, pinned
+//! crashes and the memory limit alike.
+//!
+//! A crash is `crashed`, unless the scenario pinned it with `expect_crash` (then it
+//! passes when the cause matches and `expect_site`, if given, names a frame anywhere in
+//! the fault stack, the recursion, or the panic's message and location) or the watchdog
+//! stopped it at the memory limit (then it is a `peak` finding, judged like any other).
+//! A scenario that pinned a crash and finished fails.
 //!
 //! Descriptors, threads and files leak when, after settling, there are more than at the
 //! baseline (beyond their tolerance, default 0): each one is named. Memory and disk
@@ -17,7 +25,7 @@
 use leakgate_reports::{Crash, CrashCause, Finding, Resource, ScalePoint, Scaling, Site, Verdict};
 
 use crate::console::bytes;
-use crate::measure::Measurement;
+use crate::measure::{Measurement, MemoryLimitHit, Outcome};
 use crate::scenario::{Growth, Policy};
 
 /// Sites kept per finding.
@@ -42,8 +50,110 @@ pub(crate) struct Analysis {
     pub scaling: Option<Scaling>,
 }
 
+/// Judges how a scenario's run ended.
+pub(crate) fn judge(outcome: &Outcome, policy: &Policy) -> Analysis {
+    match outcome {
+        Outcome::Finished(m) => {
+            let mut analysis = analyze(m, policy);
+            if let Some(cause) = policy
+                .expect_crash
+                .filter(|_| analysis.verdict == Verdict::Pass)
+            {
+                analysis.verdict = Verdict::Fail;
+                analysis.summary =
+                    format!("expected a crash ({cause:?}), but the scenario finished");
+            }
+            analysis
+        }
+        Outcome::Crashed {
+            crash,
+            memory_limit: Some(hit),
+            ..
+        } => memory_limit_analysis(hit, crash, policy),
+        Outcome::Crashed { crash, .. } if policy.expect_crash == Some(crash.cause) => {
+            let (verdict, summary) = match crash_misattribution(crash, policy) {
+                None => (
+                    Verdict::Pass,
+                    format!("expected crash found: {}", crash_summary(crash)),
+                ),
+                Some(error) => (Verdict::Fail, error),
+            };
+            Analysis::new(verdict, summary)
+        }
+        Outcome::Crashed { crash, .. } => Analysis::new(Verdict::Crashed, crash_summary(crash)),
+    }
+}
+
+impl Analysis {
+    fn new(verdict: Verdict, summary: String) -> Self {
+        Self {
+            verdict,
+            summary,
+            findings: Vec::new(),
+            notes: Vec::new(),
+            scaling: None,
+        }
+    }
+}
+
+/// A scenario the watchdog stopped at the memory limit: a `peak` finding with the sites
+/// at the peak, judged like any other (it passes if a peak leak was expected).
+fn memory_limit_analysis(hit: &MemoryLimitHit, crash: &Crash, policy: &Policy) -> Analysis {
+    let mut finding = Finding::new(Resource::Peak, hit.heap as i64, 0);
+    finding.expected = policy.expect.contains(&Resource::Peak);
+    finding.message = format!(
+        "heap reached {} above baseline in {}, over the memory limit of {}: stopped",
+        bytes(hit.heap as i64),
+        crash.phase,
+        bytes(hit.limit as i64)
+    );
+    finding.sites = hit.sites.clone();
+    let misattributed = misattribution(std::slice::from_ref(&finding), policy, true);
+    let (verdict, summary) = match (finding.expected, misattributed) {
+        (true, None) => (
+            Verdict::Pass,
+            format!("expected leak found: {}", finding.message),
+        ),
+        (true, Some(error)) => (Verdict::Fail, error),
+        (false, _) => (Verdict::Fail, finding.message.clone()),
+    };
+    let mut analysis = Analysis::new(verdict, summary);
+    analysis.findings.push(finding);
+    analysis
+}
+
+/// One line for a crash: cause, phase, message, and where it was.
+pub(crate) fn crash_summary(crash: &Crash) -> String {
+    let how = match (crash.cause, crash.signal.as_deref()) {
+        (CrashCause::StackOverflow, Some(signal)) => format!("stack overflow ({signal})"),
+        (CrashCause::StackOverflow, None) => "stack overflow".to_owned(),
+        (CrashCause::Abort, _) => "aborted (SIGABRT)".to_owned(),
+        (CrashCause::Signal, Some(signal)) => format!("killed by {signal}"),
+        (CrashCause::Panic, _) => "panicked".to_owned(),
+        (CrashCause::Timeout, _) => "timed out".to_owned(),
+        (CrashCause::MemoryLimit, _) => "stopped at the memory limit".to_owned(),
+        (CrashCause::Exit, _) => match crash.exit_code {
+            Some(code) => format!("exited with code {code} before reporting a result"),
+            None => "exited before reporting a result".to_owned(),
+        },
+        _ => "could not be run".to_owned(),
+    };
+    let mut summary = format!("crashed: {how} in {}", crash.phase);
+    if let Some(message) = &crash.message {
+        summary = format!("{summary}: {message}");
+    }
+    match (
+        crate::crash_stack::recursion(&crash.stack),
+        crash.stack.first(),
+    ) {
+        (Some(function), _) => format!("{summary}; recursing through {function}"),
+        (None, Some(frame)) => format!("{summary}; at {}", frame.function),
+        (None, None) => summary,
+    }
+}
+
 /// Judges a finished measurement.
-pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
+fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
     let mut findings = findings(m, policy);
     for finding in &mut findings {
         finding.expected = policy.expect.contains(&finding.resource);
@@ -104,13 +214,11 @@ pub(crate) fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
     }
 }
 
-/// Why the first declared leak is not where `expect_site` says, if it is not.
+/// Why the first declared leak is not where `expect_site` says, if it is not: for the
+/// heap and the peak, some frame of the top site must name it (inlining moves the first
+/// frame between debug and release builds); for the rest, the first leaked item.
 /// `sites_recorded` is false when `LEAKGATE_SITES=off` left nothing to check.
-pub(crate) fn misattribution(
-    findings: &[Finding],
-    policy: &Policy,
-    sites_recorded: bool,
-) -> Option<String> {
+fn misattribution(findings: &[Finding], policy: &Policy, sites_recorded: bool) -> Option<String> {
     let wanted = policy.expect_site.as_deref()?;
     let first = *policy.expect.first()?;
     let finding = findings.iter().find(|f| f.resource == first)?;
@@ -118,11 +226,13 @@ pub(crate) fn misattribution(
         // Nothing names where these came from: there is nothing to check.
         Resource::CHeap | Resource::Disk => return None,
         Resource::Heap | Resource::Peak if !sites_recorded => return None,
-        Resource::Heap | Resource::Peak => finding
-            .sites
-            .first()
-            .and_then(|s| s.frames.first())
-            .map(|f| f.function.as_str()),
+        Resource::Heap | Resource::Peak => {
+            let frames = finding.sites.first().map_or(&[][..], |s| &s.frames[..]);
+            if frames.iter().any(|f| f.function.contains(wanted)) {
+                return None;
+            }
+            frames.first().map(|f| f.function.as_str())
+        }
         _ => finding.leaked.first().map(String::as_str),
     };
     let found = top.unwrap_or("nothing named");
@@ -134,12 +244,20 @@ pub(crate) fn misattribution(
     })
 }
 
-/// Why a pinned crash is not where `expect_site` says, if it is not: the recursion that
-/// overflowed the stack, or else the innermost frame of the faulting thread, must name
-/// the function; a panic, which has no fault stack, must name it in its message (which
-/// carries the panic's location).
-pub(crate) fn crash_misattribution(crash: &Crash, policy: &Policy) -> Option<String> {
+/// Why a pinned crash is not where `expect_site` says, if it is not: some frame of the
+/// faulting thread's user frames (function or file) must name it, since inlining and
+/// optimisation move the innermost frame between builds; a panic, which has no fault
+/// stack, must name it in its message (which carries the panic's location).
+fn crash_misattribution(crash: &Crash, policy: &Policy) -> Option<String> {
     let wanted = policy.expect_site.as_deref()?;
+    let in_stack = crash.stack.iter().any(|f| {
+        f.function.contains(wanted) || f.file.as_deref().is_some_and(|file| file.contains(wanted))
+    });
+    let in_panic = crash.cause == CrashCause::Panic
+        && crash.message.as_deref().is_some_and(|m| m.contains(wanted));
+    if in_stack || in_panic {
+        return None;
+    }
     let found = crate::crash_stack::recursion(&crash.stack)
         .or_else(|| crash.stack.first().map(|f| f.function.as_str()))
         .or(crash
@@ -147,7 +265,7 @@ pub(crate) fn crash_misattribution(crash: &Crash, policy: &Policy) -> Option<Str
             .as_deref()
             .filter(|_| crash.cause == CrashCause::Panic))
         .unwrap_or("nothing named (no stack was captured)");
-    (!found.contains(wanted)).then(|| format!("expected the crash in {wanted}, found {found}"))
+    Some(format!("expected the crash in {wanted}, found {found}"))
 }
 
 /// Every leak the measurement shows, expected or not.

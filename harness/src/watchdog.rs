@@ -5,16 +5,15 @@
 //! It polls the heap every [`POLL`]; a scenario can overshoot the limit by what it
 //! allocates in that time.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::alloc::heap_stats;
+use crate::channel::Channel;
 use crate::console::bytes;
-use crate::measure::Event;
+use crate::measure::{Event, MemoryLimitHit};
 
 /// How often the heap is looked at; it trips on the second poll over the limit.
 const POLL: Duration = Duration::from_millis(5);
@@ -30,7 +29,7 @@ pub(crate) struct Watchdog {
 impl Watchdog {
     /// Starts watching; nothing trips until [`arm`](Self::arm) sets the baseline. Started
     /// before the baseline so its thread is part of it.
-    pub(crate) fn start(limit: u64, channel: Option<PathBuf>) -> std::io::Result<Self> {
+    pub(crate) fn start(limit: u64, channel: Arc<Channel>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let ceiling = Arc::new(AtomicU64::new(u64::MAX));
         let thread = std::thread::Builder::new()
@@ -44,7 +43,7 @@ impl Watchdog {
                         let live = heap_stats().live_bytes;
                         let ceiling = ceiling.load(Relaxed);
                         if live > ceiling && over {
-                            trip(limit, live - (ceiling - limit), channel.as_ref());
+                            trip(limit, live - (ceiling - limit), &channel);
                         }
                         over = live > ceiling;
                         std::thread::sleep(POLL);
@@ -76,22 +75,16 @@ impl Drop for Watchdog {
 }
 
 /// Reports the sites at the peak and stops the process.
-fn trip(limit: u64, heap: u64, channel: Option<&PathBuf>) -> ! {
+fn trip(limit: u64, heap: u64, channel: &Channel) -> ! {
     crate::alloc::peak::copy_now(heap_stats().live_bytes);
     // The report's own allocations are not sites of the scenario.
     let _untracked = crate::alloc::ReentrancyGuard::enter();
-    let sites = crate::session::peak_sites();
+    let sites = crate::attribution::peak_sites();
     eprintln!(
         "leakgate: the heap reached {} above baseline, over the memory limit of {}: stopping the scenario",
         bytes(heap as i64),
         bytes(limit as i64)
     );
-    if let Some(path) = channel
-        && let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(path)
-    {
-        let event = Event::MemoryLimit { limit, heap, sites };
-        let line = serde_json::to_string(&event).unwrap_or_default();
-        let _ = writeln!(file, "{line}");
-    }
+    channel.send(&Event::MemoryLimit(MemoryLimitHit { limit, heap, sites }));
     std::process::abort()
 }

@@ -19,9 +19,6 @@ fn fixture_with(report_dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Outp
         .args(args)
         .envs(vars.iter().copied())
         .env("LEAKGATE_REPORT_DIR", report_dir)
-        // When this test itself runs under nextest, the fixture must still isolate.
-        .env_remove("NEXTEST_EXECUTION_MODE")
-        .env_remove("NEXTEST_RUN_ID")
         .output()
         .expect("the crash fixture runs")
 }
@@ -50,20 +47,22 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     for clean in ["clean/before", "clean/after"] {
         assert_eq!(scenario(&report, clean).verdict, Verdict::Pass, "{clean}");
     }
+    // Each crash's message says what happened: the panic's text and location, the
+    // runtime's overflow line, the abort's last words, the fault's last output line.
     let expectations = [
         (
             "crash/panic",
             CrashCause::Panic,
             None,
             "iteration 3",
-            "boom at iteration 3",
+            "boom at iteration 3 (at scenarios/src/bin/crash_fixture.rs:",
         ),
         (
             "crash/abort",
             CrashCause::Abort,
             Some("SIGABRT"),
             "iteration 2",
-            "",
+            "aborting at iteration 2",
         ),
         (
             "crash/stack_overflow",
@@ -77,7 +76,7 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
             CrashCause::Signal,
             Some("SIGSEGV"),
             "iteration 5",
-            "",
+            "writing through a null pointer at iteration 5",
         ),
         (
             "crash/timeout",
@@ -103,10 +102,8 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
             (cause, signal, phase),
             "{name}"
         );
-        assert!(
-            crash.message.as_deref().unwrap_or("").contains(message),
-            "{name}: {crash:?}"
-        );
+        let said = crash.message.as_deref().unwrap_or("(no message)");
+        assert!(said.contains(message), "{name}: {crash:?}");
         assert!(
             stdout.contains(&format!("---- {name} ----\ncrashed: ")),
             "{name} in {stdout}"
@@ -130,10 +127,13 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
         stdout.contains("; recursing through crash_fixture::walk\n  at crash_fixture::walk "),
         "{stdout}"
     );
+    // In debug the innermost frame is the closure; release inlines it into `main`.
     let segfault = scenario(&report, "crash/segfault").crash.as_ref().unwrap();
-    assert_eq!(
-        segfault.stack.first().map(|f| f.function.as_str()),
-        Some("crash_fixture::main::{{closure}}"),
+    assert!(
+        segfault
+            .stack
+            .first()
+            .is_some_and(|f| f.function.starts_with("crash_fixture::main")),
         "{segfault:?}"
     );
     assert!(!stdout.contains("leakgate-fault-stack"), "{stdout}");

@@ -83,6 +83,7 @@ fn main() -> std::process::ExitCode {
                 .iterations(20)
                 .iterate(|_, i| {
                     if i == 2 {
+                        eprintln!("aborting at iteration {i}");
                         std::process::abort();
                     }
                 }),
@@ -94,6 +95,7 @@ fn main() -> std::process::ExitCode {
                 .iterations(20)
                 .iterate(|_, i| {
                     if i == 5 {
+                        eprintln!("writing through a null pointer at iteration {i}");
                         // A real fault: `raise(SIGSEGV)` would be swallowed by the handler
                         // std installs to detect stack overflows, which re-raises only
                         // real faults.
