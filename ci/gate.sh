@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # The leak gate over the bundled scenarios (the pull-request gate): leakgate's seeded
-# self-test scenarios and the templates over real engines (SQLite, redb), each scenario
-# in its own process, into one report.
+# self-test scenarios and the templates over real engines (SQLite, redb, fjall, LMDB),
+# each scenario in its own process, into one report.
 #   LEAKGATE_REPORT_DIR  where the report goes (default: target/leakgate/gate)
+#   RUNNER               `cargo test` (default) or `cargo nextest run`
+#   PROFILE_ARGS         extra cargo arguments, such as --release
 # Exit status: 0 when every scenario passed (seeded leaks must be found to pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${LEAKGATE_REPORT_DIR:-$PWD/target/leakgate/gate}"
-rm -rf "$out"
+# Only the files this script's run writes; the directory may be the user's.
+rm -f "$out/report.json" "$out/report.lock"
 status=0
-LEAKGATE_REPORT_DIR="$out" cargo test -p leakgate-scenarios --test selftest --test engines || status=$?
+read -r -a profile <<<"${PROFILE_ARGS:-}"
+case "${RUNNER:-cargo test}" in
+  "cargo test")
+    LEAKGATE_REPORT_DIR="$out" cargo test "${profile[@]}" -p leakgate-scenarios --test selftest --test engines || status=$?
+    ;;
+  "cargo nextest run")
+    LEAKGATE_REPORT_DIR="$out" cargo nextest run "${profile[@]}" -p leakgate-scenarios --test selftest --test engines --no-fail-fast || status=$?
+    ;;
+  *)
+    echo "ci/gate.sh: RUNNER=${RUNNER} is neither 'cargo test' nor 'cargo nextest run'" >&2
+    exit 2
+    ;;
+esac
 echo
 echo "leakgate gate: report $out/report.json"
 exit "$status"

@@ -3,6 +3,7 @@
 # configuration applies: no frame pointers, DWARF site capture) and checks that
 #  - the Box::leak scenario fails with `remember_request` as its top site,
 #  - the bounded cache and the lazy static pass,
+#  - a pinned SIGSEGV and a pinned stack overflow pass, located in their functions,
 #  - `cargo test` and `cargo nextest run` give the same verdicts,
 #  - `--list`, a name filter and `--exact` select scenarios like libtest.
 set -euo pipefail
@@ -16,15 +17,19 @@ export CARGO_TARGET_DIR="$repo/target/user-crate"
 unset RUSTFLAGS
 cd "$crate"
 
-verdicts() { # report.json -> "name verdict top-frame" lines, sorted
+verdicts() { # report.json -> "name verdict findings crash top-frame" lines, sorted
   python3 - "$1" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
 assert report["format_version"] == 1, report["format_version"]
 for s in sorted(report["scenarios"], key=lambda s: s["name"]):
     sites = [site for f in s["findings"] for site in f["sites"]]
-    top = sites[0]["frames"][0]["function"] if sites and sites[0]["frames"] else "-"
-    print(s["name"], s["verdict"], top)
+    stack = (s.get("crash") or {}).get("stack") or []
+    frames = sites[0]["frames"] if sites else stack
+    top = frames[0]["function"] if frames else "-"
+    findings = ",".join(f["resource"] for f in s["findings"]) or "-"
+    crash = (s.get("crash") or {}).get("cause", "-")
+    print(s["name"], s["verdict"], findings, crash, top)
 PY
 }
 
@@ -36,29 +41,28 @@ LEAKGATE_REPORT_DIR="$work/cargo-test" cargo test --test leaks >"$work/cargo-tes
 trap 'cat "$work/cargo-test.log" "$work/nextest.log" 2>/dev/null; rm -rf "$work"' EXIT
 [ "$status" -ne 0 ] || { echo "FAIL: the leaky scenario did not fail the run"; exit 1; }
 verdicts "$work/cargo-test/report.json" | tee "$work/cargo-test.verdicts"
-expected="user/bounded_cache pass -
-user/lazy_static pass -
-user/remember_requests fail leakgate_user_example::remember_request"
+expected="user/bounded_cache pass - - -
+user/lazy_static pass - - -
+user/pinned_overflow pass - stack_overflow leakgate_user_example::count_pages
+user/pinned_segfault pass - signal leakgate_user_example::read_page
+user/remember_requests fail heap - leakgate_user_example::remember_request"
 diff <(echo "$expected") "$work/cargo-test.verdicts" || { echo "FAIL: unexpected verdicts or attribution"; exit 1; }
 
-if command -v cargo-nextest >/dev/null 2>&1; then
-  echo "== cargo nextest run (one process per test, scenarios run in-process)"
-  status=0
-  LEAKGATE_REPORT_DIR="$work/nextest" cargo nextest run --test leaks --no-fail-fast >"$work/nextest.log" 2>&1 || status=$?
-  [ "$status" -ne 0 ] || { echo "FAIL: nextest passed the leaky scenario"; exit 1; }
-  verdicts "$work/nextest/report.json" > "$work/nextest.verdicts"
-  diff "$work/cargo-test.verdicts" "$work/nextest.verdicts" || { echo "FAIL: cargo test and nextest disagree"; exit 1; }
-  echo "cargo test and cargo nextest run agree"
-else
-  echo "cargo-nextest is not installed: skipping the agreement check"
-fi
+command -v cargo-nextest >/dev/null 2>&1 || { echo "FAIL: cargo-nextest is not installed (cargo install cargo-nextest --locked)"; exit 1; }
+echo "== cargo nextest run (one process per test, each scenario in a child of it)"
+status=0
+LEAKGATE_REPORT_DIR="$work/nextest" cargo nextest run --test leaks --no-fail-fast >"$work/nextest.log" 2>&1 || status=$?
+[ "$status" -ne 0 ] || { echo "FAIL: nextest passed the leaky scenario"; exit 1; }
+verdicts "$work/nextest/report.json" > "$work/nextest.verdicts"
+diff "$work/cargo-test.verdicts" "$work/nextest.verdicts" || { echo "FAIL: cargo test and nextest disagree"; exit 1; }
+echo "cargo test and cargo nextest run agree"
 
 echo "== libtest arguments"
 # Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
 listing=$(cargo test -q --test leaks -- --list 2>/dev/null)
 grep -qx "user/lazy_static: test" <<<"$listing" || { echo "FAIL: --list"; exit 1; }
 filtered=$(cargo test -q --test leaks -- user/b 2>&1)
-grep -q "1 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out" <<<"$filtered" || { echo "FAIL: filter"; exit 1; }
+grep -q "1 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out" <<<"$filtered" || { echo "FAIL: filter"; exit 1; }
 exact=$(cargo test -q --test leaks -- --exact user/lazy_static 2>&1)
 grep -q "1 passed; 0 failed" <<<"$exact" || { echo "FAIL: --exact"; exit 1; }
 trap 'rm -rf "$work"' EXIT

@@ -181,7 +181,14 @@ fn live_threads() -> BTreeMap<u32, String> {
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    Some(pages * page_size())
+}
+
+/// The system's page size (`statm` counts pages).
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system; it has no memory arguments.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
 /// Whether Rust's global allocations land in jemalloc's statistics: a 4 MiB block must

@@ -941,6 +941,113 @@ mod tests {
         assert_eq!(sites[0].bytes, 3_200);
     }
 
+    fn crashed(crash: Crash) -> Outcome {
+        Outcome::Crashed {
+            crash,
+            partial: Measurement::default(),
+            memory_limit: None,
+        }
+    }
+
+    #[test]
+    fn a_crash_is_crashed_unless_pinned_with_its_cause() {
+        let mut overflow = Crash::new(CrashCause::StackOverflow, "iteration 1", None);
+        overflow.signal = Some("SIGABRT".into());
+        overflow.stack = vec![leakgate_reports::Frame::new("engine::visit", None, None); 8];
+        let unpinned = judge(&crashed(overflow.clone()), &policy());
+        assert_eq!(
+            (unpinned.verdict, unpinned.summary.as_str()),
+            (
+                Verdict::Crashed,
+                "crashed: stack overflow (SIGABRT) in iteration 1; recursing through engine::visit"
+            )
+        );
+
+        let mut pinned = policy();
+        pinned.expect_crash = Some(CrashCause::StackOverflow);
+        let found = judge(&crashed(overflow.clone()), &pinned);
+        assert_eq!(found.verdict, Verdict::Pass, "{}", found.summary);
+        assert!(
+            found
+                .summary
+                .starts_with("expected crash found: crashed: stack overflow")
+        );
+
+        pinned.expect_site = Some("engine::visit".into());
+        assert_eq!(
+            judge(&crashed(overflow.clone()), &pinned).verdict,
+            Verdict::Pass
+        );
+        pinned.expect_site = Some("engine::check".into());
+        let elsewhere = judge(&crashed(overflow.clone()), &pinned);
+        assert_eq!(
+            (elsewhere.verdict, elsewhere.summary.as_str()),
+            (
+                Verdict::Fail,
+                "expected the crash in engine::check, found engine::visit"
+            )
+        );
+
+        // Another cause than the one pinned is a crash like any other.
+        let panic = Crash::new(CrashCause::Panic, "setup", Some("boom (at a.rs:1)".into()));
+        assert_eq!(judge(&crashed(panic), &pinned).verdict, Verdict::Crashed);
+    }
+
+    #[test]
+    fn a_pinned_crash_that_does_not_happen_fails() {
+        let mut p = policy();
+        p.expect_crash = Some(CrashCause::Signal);
+        let m = measured(&series(50, |_| 0), BASE);
+        let analysis = judge(&Outcome::Finished(m), &p);
+        assert_eq!(
+            (analysis.verdict, analysis.summary.as_str()),
+            (
+                Verdict::Fail,
+                "expected a crash (Signal), but the scenario finished"
+            )
+        );
+    }
+
+    #[test]
+    fn the_memory_limit_is_a_peak_finding_judged_like_any_other() {
+        let mut site = Site::new(64 << 20, 1, 1, 3, 3);
+        site.frames.push(leakgate_reports::Frame::new(
+            "engine::replay_whole_log",
+            None,
+            None,
+        ));
+        let stopped = Outcome::Crashed {
+            crash: Crash::new(CrashCause::MemoryLimit, "iteration 3", None),
+            partial: Measurement::default(),
+            memory_limit: Some(MemoryLimitHit {
+                limit: 32 << 20,
+                heap: 64 << 20,
+                sites: vec![site],
+            }),
+        };
+        let unexpected = judge(&stopped, &policy());
+        assert_eq!(unexpected.verdict, Verdict::Fail);
+        assert_eq!(
+            unexpected.summary,
+            "heap reached 64.0 MiB above baseline in iteration 3, over the memory limit of 32.0 MiB: stopped"
+        );
+        assert_eq!(unexpected.findings[0].resource, Resource::Peak);
+
+        let mut p = policy();
+        p.expect = vec![Resource::Peak];
+        p.expect_site = Some("replay_whole_log".into());
+        assert_eq!(judge(&stopped, &p).verdict, Verdict::Pass);
+        p.expect_site = Some("stream_log".into());
+        let misattributed = judge(&stopped, &p);
+        assert_eq!(
+            (misattributed.verdict, misattributed.summary.as_str()),
+            (
+                Verdict::Fail,
+                "expected the peak leak's top site in stream_log, found engine::replay_whole_log"
+            )
+        );
+    }
+
     #[test]
     fn a_pinned_crash_is_checked_against_its_stack_or_panic_location() {
         let mut p = policy();

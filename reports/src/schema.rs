@@ -45,6 +45,7 @@ impl Report {
 /// The outcome of one scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// No unexpected leak, and every leak declared with `expect_leak` was found.
     Pass,

@@ -132,6 +132,31 @@ impl Records {
             .collect()
     }
 
+    /// What `engine`, opened on a damaged copy of the batch written with `seed`, does
+    /// with it: every record reads back right, some read is refused with an error, or
+    /// a record is missing with no error. A record that reads back wrong with no error
+    /// (silent corruption) is an error.
+    pub fn recovery<E: Engine>(&self, engine: &mut E, seed: u64) -> EngineResult<Recovery> {
+        for i in 0..self.count {
+            let found = match engine.read(&self.key(i)) {
+                Ok(found) => found,
+                Err(error) => return Ok(Recovery::Refused(error.to_string())),
+            };
+            match found {
+                None => return Ok(Recovery::Lost(i)),
+                Some(value) if value != self.value(seed, i) => {
+                    return Err(format!(
+                        "{}: record {i} of batch {seed} reads back wrong, with no error (silent corruption)",
+                        E::NAME
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Recovery::Recovered)
+    }
+
     /// Checks that `engine` holds the batch written with `seed`.
     pub fn verify<E: Engine>(&self, engine: &mut E, seed: u64) -> EngineResult<()> {
         for i in 0..self.count {
@@ -144,4 +169,15 @@ impl Records {
         }
         Ok(())
     }
+}
+
+/// What an engine did with a damaged copy of its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every record reads back as written.
+    Recovered,
+    /// Opening or reading was refused with this error.
+    Refused(String),
+    /// This record (the first such) reads back missing, with no error.
+    Lost(usize),
 }

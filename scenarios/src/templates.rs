@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use leakgate::{Growth, Scenario, fault};
 
-use crate::engine::{Engine, EngineResult, Records, Savepoints};
+use crate::engine::{Engine, EngineResult, Records, Recovery, Savepoints};
 
 /// A scenario named `<engine>/<template>` with the engine's known tolerances.
 fn engine_scenario<E: Engine>(template: &str) -> Scenario {
@@ -151,6 +151,17 @@ pub struct Blocked<E> {
     reader: Option<Box<dyn crate::Snapshot>>,
 }
 
+/// Whether [`crash_recovery`] accepts records that read back missing with no error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilentLoss {
+    /// A silently lost record fails the iteration: the engine must recover or refuse.
+    Fails,
+    /// The engine is known to lose records silently under this damage (it keeps no
+    /// checksums): a finding, pinned with its evidence where the scenario is added.
+    /// Records that read back wrong still fail.
+    Pinned,
+}
+
 /// How [`crash_recovery`] damages the copy of an engine's largest file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Damage {
@@ -200,11 +211,14 @@ impl Damage {
 
 /// Copy the engine's files at a consistent point, damage the copy's largest file as power
 /// loss or a misdirected write would (`damage`, at a different seeded page every
-/// iteration), and reopen it: the engine must recover or return an error, and leave no
-/// memory, descriptor, thread or file behind either way. A crash or a runaway is
+/// iteration), and reopen it: the engine must recover (every record reads back right)
+/// or return an error, and leave no memory, descriptor, thread or file behind either
+/// way. A record that reads back wrong with no error fails the iteration; one that reads
+/// back missing with no error (silent loss) fails it too, unless `loss` pins that as the
+/// engine's known behaviour. A crash or a runaway is
 /// contained and reported by leakgate (bbolt/etcd after power loss). Named
 /// `<engine>/crash_recovery/<damage>`.
-pub fn crash_recovery<E: Engine>(damage: Damage) -> Scenario<PathBuf> {
+pub fn crash_recovery<E: Engine>(damage: Damage, loss: SilentLoss) -> Scenario<PathBuf> {
     engine_scenario::<E>(&format!("crash_recovery/{}", damage.name()))
         .warmup(2)
         .iterations(20)
@@ -224,10 +238,20 @@ pub fn crash_recovery<E: Engine>(damage: Damage) -> Scenario<PathBuf> {
             let mut pages = fault::pages::Pages::open(largest_file(&victim)?, PAGE)?.seed(i as u64);
             damage.apply(&mut pages)?;
             drop(pages);
-            // Either outcome is fine: recovered, or refused with an error.
-            let _outcome = E::open(&victim).and_then(|mut engine| RECORDS.verify(&mut engine, 0));
+            // Recovered and refused are both fine; silent damage is not.
+            let outcome = match E::open(&victim) {
+                Ok(mut engine) => RECORDS.recovery(&mut engine, 0),
+                Err(error) => Ok(Recovery::Refused(error.to_string())),
+            };
             std::fs::remove_dir_all(&victim)?;
-            Ok(())
+            match outcome? {
+                Recovery::Lost(record) if loss == SilentLoss::Fails => Err(format!(
+                    "{}: record {record} reads back missing, with no error (silent loss)",
+                    E::NAME
+                )
+                .into()),
+                _ => Ok(()),
+            }
         })
 }
 

@@ -1,4 +1,5 @@
-use leakgate_user_example::{CRC_TABLE, RecentEntries, remember_request};
+use leakgate::CrashCause;
+use leakgate_user_example::{CRC_TABLE, RecentEntries, count_pages, read_page, remember_request};
 
 leakgate::global_allocator!();
 
@@ -28,6 +29,29 @@ fn main() -> std::process::ExitCode {
                     std::hint::black_box(CRC_TABLE[i % 256]);
                     Ok(())
                 }),
+        )
+        // Known crashes, pinned: each passes only if it happens, where it is expected.
+        .scenario(
+            leakgate::Scenario::new("user/pinned_segfault")
+                .warmup(0)
+                .iterations(10)
+                .iterate(|_: &mut (), i: usize| {
+                    // The fifth page number is damaged.
+                    let page = if i == 4 { 8 } else { &CRC_TABLE[0] as *const u32 as usize };
+                    std::hint::black_box(read_page(page));
+                })
+                .expect_crash(CrashCause::Signal)
+                .expect_site("read_page"),
+        )
+        .scenario(
+            leakgate::Scenario::new("user/pinned_overflow")
+                .warmup(0)
+                .iterations(10)
+                .iterate(|_: &mut (), i: usize| {
+                    std::hint::black_box(count_pages(i as u64, 0));
+                })
+                .expect_crash(CrashCause::StackOverflow)
+                .expect_site("count_pages"),
         )
         .run()
 }

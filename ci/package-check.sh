@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks what a user depending on leakgate meets:
+#  - `cargo package` succeeds for the published crates (leakgate, leakgate-reports), and
+#    each packaged crate builds on its own;
+#  - leakgate builds with every direct dependency at the lowest version it declares
+#    (cargo's direct-minimal-versions), so a crate pinned to an older serde can add it.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+echo "-- cargo package -p leakgate-reports -p leakgate"
+cargo package -p leakgate-reports -p leakgate --allow-dirty --quiet
+
+echo "-- leakgate at its lowest declared dependency versions"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+git ls-files -z | xargs -0 -I{} cp --parents {} "$work"
+cd "$work"
+# direct-minimal-versions is unstable in cargo; RUSTC_BOOTSTRAP lets a stable cargo use
+# it for this resolution only.
+RUSTC_BOOTSTRAP=1 cargo update -Z direct-minimal-versions --quiet
+CARGO_TARGET_DIR="$repo/target/minimal-versions" cargo check -p leakgate -p leakgate-reports --all-features --quiet
+echo "leakgate builds at its lowest declared versions"

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Prints one line per scenario of a leakgate report.json: name, verdict, the resources of
+its findings, the crash cause. Two runs agree when these lines are the same.
+
+    python3 ci/verdicts.py REPORT            # the lines
+    python3 ci/verdicts.py REPORT OTHER      # exit 1, with a diff, if they differ
+"""
+import difflib
+import json
+import sys
+
+
+def lines(path):
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as error:
+        sys.exit(f"verdicts: cannot read {path}: {error}")
+    out = []
+    for s in sorted(report["scenarios"], key=lambda s: s["name"]):
+        findings = ",".join(sorted(f["resource"] for f in s["findings"])) or "-"
+        crash = (s.get("crash") or {}).get("cause", "-")
+        out.append(f"{s['name']} {s['verdict']} findings={findings} crash={crash}")
+    return out
+
+
+def main(args):
+    if len(args) == 1:
+        print("\n".join(lines(args[0])))
+        return 0
+    if len(args) != 2:
+        sys.exit(__doc__)
+    a, b = lines(args[0]), lines(args[1])
+    if a == b:
+        print(f"verdicts agree: {len(a)} scenarios ({args[0]} and {args[1]})")
+        return 0
+    sys.stdout.writelines(difflib.unified_diff(
+        [l + "\n" for l in a], [l + "\n" for l in b], args[0], args[1]))
+    print(f"verdicts differ between {args[0]} and {args[1]}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
