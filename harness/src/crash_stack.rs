@@ -96,6 +96,9 @@ mod platform {
     pub(super) fn install() {
         // The main thread's stack bounds, cached now: the handler cannot ask for them.
         crate::alloc::stack::cache_stack_bounds();
+        // Decided now, so the handler knows whether frame pointers can be trusted; the
+        // DWARF walk this makes also warms the unwinder's caches for the handler.
+        crate::alloc::stack::detect();
         let mut previous = [(libc::SIGSEGV, None), (libc::SIGBUS, None)];
         for (signal, slot) in &mut previous {
             // SAFETY: an all-zero sigaction is valid (empty mask, no flags); we fill in
@@ -131,11 +134,20 @@ mod platform {
         if !context.is_null() {
             // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t.
             let (ip, fp, sp) = unsafe { registers(&*(context as *const libc::ucontext_t)) };
-            line.push_str(" ");
-            line.push_hex(ip);
-            for ip in frame_walk(fp, sp).take(MAX_FRAMES - 1) {
+            let mut unwound = [0usize; MAX_FRAMES];
+            let len = unwind_from(ip, &mut unwound);
+            if len > 0 {
+                for &ip in &unwound[..len] {
+                    line.push_str(" ");
+                    line.push_hex(ip);
+                }
+            } else {
                 line.push_str(" ");
                 line.push_hex(ip);
+                for ip in frame_walk(fp, sp).take(MAX_FRAMES - 1) {
+                    line.push_str(" ");
+                    line.push_hex(ip);
+                }
             }
         }
         line.push_str("\n");
@@ -183,6 +195,34 @@ mod platform {
             registers.regs[29] as usize,
             registers.sp as usize,
         )
+    }
+
+    /// When this process has no usable frame pointers (a crate built without them), the
+    /// faulting thread's stack by DWARF unwinding, through the signal frame: `frames`
+    /// gets the fault address `ip` then the return addresses above it. Returns 0 when
+    /// frame pointers are usable or the unwinder does not reach `ip`. libgcc's unwinder
+    /// takes no lock of ours and does not allocate once warmed up (by `detect`).
+    fn unwind_from(ip: usize, frames: &mut [usize; MAX_FRAMES]) -> usize {
+        if crate::alloc::stack::detect() == crate::alloc::stack::Method::FramePointers {
+            return 0;
+        }
+        let mut len = 0;
+        let mut reached = false;
+        // SAFETY: only this thread unwinds here, and the closure writes into our own
+        // buffer; the unwinder reads the faulting thread's stack through the signal frame.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                let at = frame.ip() as usize;
+                // The handler's own frames and the signal trampoline come first.
+                reached |= at == ip;
+                if reached {
+                    frames[len] = at;
+                    len += 1;
+                }
+                len < frames.len()
+            });
+        }
+        len
     }
 
     /// Return addresses along the frame-pointer chain from `fp`, staying between the
