@@ -122,7 +122,7 @@ mod tempdirs;
 mod verdict;
 mod watchdog;
 
-pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats, reset_peak};
+pub use alloc::{DefaultAlloc, HeapStats, TrackingAlloc, heap_stats};
 pub use config::ConfigError;
 pub use gate::{Conclusion, Gate, SetupError};
 pub use leakgate_reports::{CrashCause, Resource};

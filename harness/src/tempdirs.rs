@@ -92,11 +92,25 @@ fn owner(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|&pid| pid > 0)
 }
 
+/// Whether `pid` names a process that still runs: a zombie (dead, not yet reaped, as
+/// orphans can stay where nothing reaps them) does not.
 fn process_exists(pid: i32) -> bool {
     // Signal 0 checks existence and permission only; EPERM means it exists.
     // SAFETY: a plain system call with no memory arguments.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    // `pid (comm) S …`: the state follows the last `)`, since comm may hold one.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// `a/b c` → `a_b_c`, for file names.

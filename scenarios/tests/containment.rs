@@ -3,8 +3,9 @@
 //! cause and phase, that the clean ones around them still pass, and that libtest's
 //! arguments (`--list`, filters, `--exact`) and configuration errors behave.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use leakgate_reports::{CrashCause, Report, ScenarioReport, Verdict, read_report};
 
@@ -34,17 +35,22 @@ fn scenario<'a>(report: &'a Report, name: &str) -> &'a ScenarioReport {
 #[test]
 fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
     let dir = tempfile::tempdir().unwrap();
-    let output = fixture(dir.path(), &["--test-threads", "2"]);
+    let output = fixture(dir.path(), &["--test-threads", "2", "--skip", "hang/"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(101), "{stdout}");
     assert!(
-        stdout.contains("test result: FAILED. 3 passed; 9 failed"),
+        stdout.contains("test result: FAILED. 4 passed; 9 failed"),
         "{stdout}"
     );
     let report = read_report(&dir.path().join("report.json")).unwrap();
-    assert_eq!(report.scenarios.len(), 12);
+    assert_eq!(report.scenarios.len(), 13);
 
-    for clean in ["clean/before", "clean/after"] {
+    // The one that left a process holding its output passed, without waiting for it.
+    for clean in [
+        "clean/before",
+        "clean/after",
+        "clean/leaves_a_process_holding_its_output",
+    ] {
         assert_eq!(scenario(&report, clean).verdict, Verdict::Pass, "{clean}");
     }
     // Each crash's message says what happened: the panic's text and location, the
@@ -197,7 +203,7 @@ fn list_filters_and_exact_select_scenarios_like_libtest() {
         "--list runs nothing"
     );
 
-    let filtered = fixture(dir.path(), &["clean/"]);
+    let filtered = fixture(dir.path(), &["clean/", "--skip", "clean/leaves"]);
     assert!(
         filtered.status.success(),
         "{}",
@@ -232,6 +238,73 @@ fn a_malformed_variable_stops_the_run_naming_it() {
 }
 
 #[test]
+fn a_report_that_cannot_be_written_fails_the_run_naming_the_path() {
+    let output = fixture(Path::new("/dev/null/reports"), &["--exact", "clean/after"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(101), "{stdout}");
+    assert!(
+        stdout.contains("cannot write the report: /dev/null/reports"),
+        "{stdout}"
+    );
+}
+
+/// The temp directory's entries named `leakgate-…` that hold `needle`.
+fn leftovers(needle: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("leakgate-") && name.contains(needle)
+        })
+        .collect()
+}
+
+#[test]
+fn what_a_killed_run_left_behind_is_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Command::new(FIXTURE)
+        .args(["--exact", "hang/until_killed"])
+        .env("LEAKGATE_REPORT_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = format!("leakgate-channel-{}-", run.id());
+    let scratch = || {
+        leftovers("-hang_until_killed-")
+            .into_iter()
+            .find(|p| !p.to_string_lossy().contains("-kept-"))
+    };
+    // Until the scenario's child has made its scratch directory.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scratch().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = scratch().expect("the scenario made its scratch directory");
+    run.kill().unwrap(); // SIGKILL: nothing of the runner gets to clean up.
+    run.wait().unwrap();
+    assert!(left.exists());
+    assert_eq!(leftovers(&channel).len(), 1, "the channel file is left");
+
+    // The next run, of anything, removes them once their owners are gone (the child
+    // dies with its parent).
+    let next = tempfile::tempdir().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = fixture(next.path(), &["--exact", "clean/after"]);
+        assert!(output.status.success());
+        if !left.exists() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!left.exists(), "{} is still there", left.display());
+    assert!(leftovers(&channel).is_empty());
+}
+
+#[test]
 fn a_failed_scenarios_scratch_dir_is_kept_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let keep = [("LEAKGATE_KEEP_DIRS", "on-failure")];
@@ -244,5 +317,16 @@ fn a_failed_scenarios_scratch_dir_is_kept_when_asked() {
         .find_map(|n| n.strip_prefix("scratch directory kept at "))
         .expect("a note naming the kept directory");
     assert!(Path::new(kept).is_dir(), "{kept}");
+    assert!(
+        kept.contains("leakgate-kept-fail_iteration_error-"),
+        "{kept}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "fail/iteration_error: scratch directory kept at {kept}"
+        )),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(kept).unwrap();
 }

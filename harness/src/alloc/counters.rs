@@ -196,7 +196,7 @@ pub struct HeapStats {
     pub live_blocks: u64,
     /// Allocations made since the process started (a reallocation counts once).
     pub allocations: u64,
-    /// Highest live bytes since the last [`reset_peak`] (see the module docs for its
+    /// Highest live bytes since the scenario's baseline (see the module docs for its
     /// precision across threads).
     pub peak_bytes: u64,
 }
@@ -229,6 +229,6 @@ pub fn heap_stats() -> HeapStats {
 }
 
 /// Starts a new peak window at the current live bytes.
-pub fn reset_peak() {
+pub(crate) fn reset_peak() {
     PEAK.store(heap_stats().live_bytes as i64, Relaxed);
 }

@@ -21,7 +21,8 @@ pub(crate) mod stack;
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 
-pub use counters::{HeapStats, heap_stats, reset_peak};
+pub(crate) use counters::reset_peak;
+pub use counters::{HeapStats, heap_stats};
 
 /// The allocator that `TrackingAlloc` wraps by default: jemalloc with the `jemalloc`
 /// feature (the default), otherwise the system allocator.

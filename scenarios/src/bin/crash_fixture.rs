@@ -149,6 +149,30 @@ fn main() -> std::process::ExitCode {
                     }
                 }),
         )
+        // For the test that kills a whole run (`--skip hang/` elsewhere).
+        .scenario(
+            Scenario::new("hang/until_killed")
+                .warmup(0)
+                .timeout(Duration::from_secs(60))
+                .iterate(|_, _| std::thread::sleep(Duration::from_secs(3600))),
+        )
+        // Leaves a process behind that holds its stdout and stderr: the runner must not
+        // wait for it to close them.
+        .scenario(
+            Scenario::new("clean/leaves_a_process_holding_its_output")
+                .warmup(0)
+                .iterations(5)
+                .iterate(|_, i| {
+                    if i == 0 {
+                        let left_running = std::process::Command::new("sleep")
+                            .arg("600")
+                            .spawn()
+                            .expect("sleep starts");
+                        // Never waited for: it outlives the scenario on purpose.
+                        std::mem::forget(left_running);
+                    }
+                }),
+        )
         .scenario(Scenario::new("clean/after").iterations(20).iterate(|_, i| {
             std::hint::black_box(format!("{i}"));
         }))
