@@ -9,6 +9,7 @@
 //! | `LEAKGATE_SITES` | `exact` (every block), `off` | `exact` |
 //! | `LEAKGATE_MEMORY_LIMIT` | heap above baseline that stops a scenario: `512M`, `2G` | 4 × its peak budget |
 //! | `LEAKGATE_ITERATIONS_SCALE` | a number in (0, 10000] multiplying measured iterations | `1` |
+//! | `LEAKGATE_ADAPTIVE` | `on` (stop early when conclusive, extend when ambiguous), `off` (fixed length) | `on` |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,7 @@ const VARIABLES: &[&str] = &[
     "LEAKGATE_SITES",
     "LEAKGATE_MEMORY_LIMIT",
     "LEAKGATE_ITERATIONS_SCALE",
+    "LEAKGATE_ADAPTIVE",
 ];
 
 /// The run's settings.
@@ -44,6 +46,9 @@ pub(crate) struct Config {
     /// Heap above baseline at which a scenario is stopped; `None`: four times its peak
     /// budget, or no limit without one.
     pub memory_limit: Option<u64>,
+    /// Stop the measured phase early when the evidence is conclusive, and extend it when
+    /// it is ambiguous (`LEAKGATE_ADAPTIVE`).
+    pub adaptive: bool,
     /// `LEAKGATE_*` variables set but not known, each with the closest known name.
     pub unknown: Vec<(String, &'static str)>,
 }
@@ -82,7 +87,10 @@ impl Config {
         })
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Reads the variables through `lookup` (the environment, or a test's table).
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let parse =
             |variable: &'static str, expected: &'static str, accept: &dyn Fn(&str) -> bool| {
                 let value = lookup(variable)?;
@@ -120,6 +128,12 @@ impl Config {
             None => true,
             Some(v) => v? == "exact",
         };
+        let adaptive = match parse("LEAKGATE_ADAPTIVE", "one of on, off", &|v| {
+            matches!(v, "on" | "off")
+        }) {
+            None => true,
+            Some(v) => v? == "on",
+        };
         let positive = |v: &str| v.parse::<f64>().is_ok_and(|x| x > 0.0 && x <= MAX_SCALE);
         let iterations_scale = match parse(
             "LEAKGATE_ITERATIONS_SCALE",
@@ -151,6 +165,7 @@ impl Config {
             keep_dirs,
             sites,
             iterations_scale,
+            adaptive,
             unknown: Vec::new(),
         })
     }
@@ -253,8 +268,12 @@ mod tests {
             ("LEAKGATE_SITES", "off"),
             ("LEAKGATE_ITERATIONS_SCALE", "2.5"),
             ("LEAKGATE_REPORT_DIR", "/tmp/r"),
+            ("LEAKGATE_ADAPTIVE", "off"),
         ])
         .unwrap();
+        assert!(!c.adaptive);
+        assert!(config(&[]).unwrap().adaptive);
+        assert!(config(&[("LEAKGATE_ADAPTIVE", "sometimes")]).is_err());
         assert_eq!(c.timeout, Duration::from_secs(90));
         assert_eq!(c.settle_timeout, Duration::from_millis(250));
         assert_eq!(c.keep_dirs, KeepDirs::OnFailure);

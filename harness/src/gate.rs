@@ -187,14 +187,24 @@ impl Gate {
             eprintln!("leakgate: warning: {warning}");
         }
         self.check(&config)?;
-        let args = Arguments::from_iter(args.into_iter().map(Into::into));
+        let mut args = Arguments::from_iter(args.into_iter().map(Into::into));
+        if args.test_threads.is_none() {
+            // Each scenario is a child process that spends much of its time asleep
+            // (settling waits with back-off for deferred frees), and verdicts come from
+            // allocation counts, not timings: two per core keep the cores busy.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            args.test_threads = Some(2 * cores);
+        }
         if !args.list {
             tempdirs::remove_stale();
         }
         let sink = Arc::new(ReportSink::new(&config));
         let reports = Arc::new(Mutex::new(Vec::new()));
-        let trials = self
-            .scenarios
+        // Longest first, so the last to start does not end the run alone: a scenario
+        // that runs once per input size is the one to start early.
+        let mut scenarios = self.scenarios;
+        scenarios.sort_by_key(|s| std::cmp::Reverse(s.spec().scaling.len()));
+        let trials = scenarios
             .into_iter()
             .map(|runnable| {
                 let spec = runnable.spec().clone();
@@ -340,4 +350,79 @@ fn frames_of(report: &ScenarioReport) -> impl Iterator<Item = &Frame> {
         .flat_map(|f| &f.sites)
         .flat_map(|s| &s.frames);
     sites.chain(report.crash.iter().flat_map(|c| &c.stack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakgate_reports::Resource;
+
+    fn refusal(scenario: Scenario<()>, vars: &[(&str, &str)]) -> String {
+        let config = Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let gate = Gate::new().scenario(scenario.iterate(|_, _| {}));
+        gate.check(&config).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn misdeclared_scenarios_are_refused_naming_the_scenario_and_the_fix() {
+        assert_eq!(
+            refusal(Scenario::new("a/one").iterations(1), &[]),
+            r#"scenario "a/one": iterations(1): a verdict needs at least 2 measured iterations"#
+        );
+        assert!(refusal(Scenario::new("a/none").iterations(0), &[]).contains("iterations(0)"));
+        assert_eq!(
+            refusal(Scenario::new("a/site").expect_site("pin_segment"), &[]),
+            r#"scenario "a/site": expect_site("pin_segment") with nothing expected: add expect_leak(..) or expect_crash(..)"#
+        );
+        assert!(
+            refusal(
+                Scenario::new("a/growth").expect_peak_growth(crate::Growth::Constant),
+                &[]
+            )
+            .contains("needs .scaling(..) with at least 2 input sizes")
+        );
+        assert!(
+            refusal(Scenario::new("a/peak").tolerance(Resource::Peak, 1), &[])
+                .contains("use .peak_budget(bytes)")
+        );
+        assert!(
+            refusal(
+                Scenario::new("a/scale").iterations(100),
+                &[("LEAKGATE_ITERATIONS_SCALE", "0.01")]
+            )
+            .contains("LEAKGATE_ITERATIONS_SCALE=0.01 leaves 1 of its 100 measured iterations")
+        );
+        // `setup` after `iterate` drops the iterate function: refused as such.
+        let late_setup = Gate::new().scenario(
+            Scenario::new("a/late_setup")
+                .iterate(|_, _| {})
+                .setup(|_| 0u8)
+                .iterate(|_, _| {}),
+        );
+        let config = Config::from_lookup(|_| None).unwrap();
+        assert!(
+            late_setup
+                .check(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("setup(..) after iterate/settle/teardown")
+        );
+    }
+
+    #[test]
+    fn two_scenarios_with_one_name_are_refused() {
+        let config = Config::from_lookup(|_| None).unwrap();
+        let gate = Gate::new()
+            .scenario(Scenario::new("same").iterate(|_, _| {}))
+            .scenario(Scenario::new("same").iterate(|_, _| {}));
+        assert_eq!(
+            gate.check(&config).unwrap_err().to_string(),
+            r#"two scenarios are named "same"; names must be unique"#
+        );
+    }
 }

@@ -98,7 +98,8 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
     let (stdout, stderr) = (stdout.finish(grace), stderr.finish(grace));
     // Lossy: a torn multi-byte character must not cost the lines before it.
     let channel_bytes = std::fs::read(channel.path()).unwrap_or_default();
-    let streamed = Streamed::read(&String::from_utf8_lossy(&channel_bytes));
+    let mut streamed = Streamed::read(&String::from_utf8_lossy(&channel_bytes));
+    streamed.resolve_sites();
     let fault_stack = crate::crash_stack::from_stderr(&stderr, &streamed.mappings);
     let stderr = crate::crash_stack::without_marker(&stderr);
     let output = format!("{stdout}{stderr}");
@@ -227,6 +228,19 @@ impl Streamed {
             }
         }
         s
+    }
+
+    /// Symbolizes every site stack the child sent, in this process.
+    fn resolve_sites(&mut self) {
+        let measurement = self
+            .measurement
+            .iter_mut()
+            .flat_map(|m| m.survivors.sites.iter_mut().chain(m.peak_sites.iter_mut()));
+        let limit = self
+            .memory_limit
+            .iter_mut()
+            .flat_map(|hit| hit.sites.iter_mut());
+        crate::symbolize::resolve_sites(measurement.chain(limit), &self.mappings);
     }
 
     fn phase(&self) -> String {

@@ -141,12 +141,25 @@ pub(crate) struct Spec {
     pub policy: Policy,
     /// The first builder call that cannot work, refused when the gate starts.
     pub misuse: Option<String>,
+    /// Measured iterations before an early stop may be considered (`None`: half of them).
+    pub min_iterations: Option<usize>,
 }
 
 /// Measured iterations a verdict needs at the least: a trend needs two points.
 pub(crate) const MIN_ITERATIONS: usize = 2;
 
 impl Spec {
+    /// Whether the measured phase may stop early or be extended: not for scenarios whose
+    /// verdict needs the whole planned run (a peak budget, scaling, a pinned crash).
+    pub(crate) fn adaptive(&self) -> bool {
+        let p = &self.policy;
+        p.peak_budget.is_none()
+            && p.expect_growth.is_none()
+            && p.expect_crash.is_none()
+            && self.scaling.is_empty()
+            && self.memory_limit.is_none()
+    }
+
     /// Why this scenario cannot give a verdict under `config`, if it cannot.
     pub(crate) fn problem(&self, config: &crate::config::Config) -> Option<String> {
         let policy = &self.policy;
@@ -236,6 +249,7 @@ impl Scenario<()> {
                     expect_crash: None,
                 },
                 misuse: None,
+                min_iterations: None,
             },
             setup: Box::new(|_| ()),
             iterate: None,
@@ -261,6 +275,14 @@ impl<S: 'static> Scenario<S> {
             ));
         }
         self.spec.iterations = iterations;
+        self
+    }
+
+    /// The fewest measured iterations (after scaling, at least 2) before the runner may
+    /// stop early on conclusive evidence; by default half of them. See
+    /// `LEAKGATE_ADAPTIVE`.
+    pub fn min_iterations(mut self, iterations: usize) -> Self {
+        self.spec.min_iterations = Some(iterations);
         self
     }
 

@@ -24,15 +24,20 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::measure::{Event, Measurement, Phase, Position};
 use crate::probe::{self, Inventory, Probe};
-use crate::scenario::{Ctx, Scenario};
+use crate::scenario::{Ctx, MIN_ITERATIONS, Scenario};
 use crate::tempdirs;
-use crate::verdict;
+use crate::verdict::{self, Progress};
 use crate::watchdog::Watchdog;
 
 /// Longest wait for a leak's survivors to be freed after teardown.
 const TEARDOWN_SETTLE: Duration = Duration::from_millis(250);
 /// Longest pause between two settling samples.
 const MAX_SETTLE_PAUSE: Duration = Duration::from_millis(100);
+/// How many times the planned measured iterations an ambiguous run may extend to.
+const EXTENSION: usize = 2;
+/// Room reserved before the baseline for the note on an early stop or an extension, so
+/// writing it during the measured phase does not show as the harness's own growth.
+const ADAPTATION_NOTE: usize = 1024;
 
 /// Why a session could not measure at all.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +112,9 @@ struct Session<'a, S> {
     channel: &'a Arc<Channel>,
     measured: usize,
     m: Measurement,
+    /// Why the measured phase stopped early or was extended, written into room
+    /// reserved before the baseline; a note once the end sample is taken.
+    adaptation: String,
 }
 
 /// Raw survivors by site, and the distinct iterations they came from.
@@ -124,6 +132,7 @@ impl<'a, S> Session<'a, S> {
                 measured_iterations: measured as u32,
                 ..Measurement::default()
             },
+            adaptation: String::new(),
         }
     }
 
@@ -146,7 +155,8 @@ impl<'a, S> Session<'a, S> {
             self.measure(&mut state, &probe);
             self.settle(&mut state, &probe, &inventory);
             drop(watchdog);
-            end_survivors = self.config.sites.then(sites::survivors);
+            let ran = self.m.series.iterations.len() as u32;
+            end_survivors = self.config.sites.then(|| sites::survivors(ran));
         }
         let after_survivors = self.tear_down(state, &probe);
         self.attribute(end_survivors, after_survivors);
@@ -215,7 +225,13 @@ impl<'a, S> Session<'a, S> {
                     .to_owned(),
             );
         }
-        self.m.series.iterations.reserve_exact(self.measured);
+        self.adaptation.reserve_exact(ADAPTATION_NOTE);
+        // Room for an extension too: growing the series would show as the harness's own
+        // heap growth.
+        self.m
+            .series
+            .iterations
+            .reserve_exact(self.measured * EXTENSION);
         // Taken before the baseline sample, so the inventory's memory is part of it.
         let inventory = probe.inventory();
         alloc::reset_peak();
@@ -237,9 +253,30 @@ impl<'a, S> Session<'a, S> {
         inventory
     }
 
+    /// The measured iterations. Adaptive (`LEAKGATE_ADAPTIVE=on`, a scenario that allows
+    /// it): from the minimum on, every tenth of the plan, the judge looks at the evidence
+    /// so far ([`verdict::progress`]) and the phase stops early when it is conclusive; at
+    /// the planned end, an ambiguous series extends it, up to [`EXTENSION`] times the
+    /// plan and as long again as the plan took.
     fn measure(&mut self, state: &mut S, probe: &Probe) {
+        let spec = &self.scenario.spec;
+        let planned = self.measured;
+        let adaptive = self.config.adaptive && spec.adaptive();
+        let limit = if adaptive {
+            planned * EXTENSION
+        } else {
+            planned
+        };
+        let min = spec
+            .min_iterations
+            .unwrap_or(planned / 2)
+            .clamp(MIN_ITERATIONS, planned.max(MIN_ITERATIONS));
+        let every = (planned / 10).max(5);
+        let started = Instant::now();
+        let mut planned_took = Duration::MAX;
+        let mut extended = false;
         let iterate = self.scenario.iterate.as_mut().expect("checked by `run`");
-        for i in 0..self.measured {
+        for i in 0..limit {
             sites::set_iteration(i as u32);
             self.channel.send(&Event::At(Position {
                 phase: Phase::Measure,
@@ -253,8 +290,54 @@ impl<'a, S> Session<'a, S> {
                 self.m.iteration_error = Some(IterationError::new("measure", i as u32, message));
                 break;
             }
+            let ran = i + 1;
+            if ran == planned {
+                planned_took = started.elapsed();
+            }
+            if !adaptive || ran < min || (ran < planned && ran % every != 0) {
+                if ran >= planned {
+                    break;
+                }
+                continue;
+            }
+            let now = self.config.sites.then(|| {
+                let (raw, _) = sites::survivors(ran as u32);
+                attribution::unsymbolized(&raw)
+            });
+            let policy = &self.scenario.spec.policy;
+            match verdict::progress(&self.m, now.as_deref().unwrap_or(&[]), policy, planned) {
+                Progress::Conclusive(reason) if ran < planned => {
+                    append_within(
+                        &mut self.adaptation,
+                        format_args!(
+                            "stopped early after {ran} of {planned} measured iterations: {reason}"
+                        ),
+                    );
+                    break;
+                }
+                Progress::Ambiguous(reason)
+                    if !extended && started.elapsed() < planned_took * 2 =>
+                {
+                    extended = true;
+                    append_within(
+                        &mut self.adaptation,
+                        format_args!(
+                            "extended beyond the planned {planned} measured iterations (at most \
+                             to {limit}, or twice the planned time): {reason}"
+                        ),
+                    );
+                }
+                Progress::Ambiguous(_) if started.elapsed() < planned_took * 2 => {}
+                _ if ran >= planned => break,
+                _ => {}
+            }
         }
         sites::stop();
+        let ran = self.m.series.iterations.len();
+        if extended {
+            append_within(&mut self.adaptation, format_args!("; it ran {ran}"));
+        }
+        self.m.measured_iterations = ran as u32;
     }
 
     /// Lets deferred frees land, then takes the end sample and names what leaked.
@@ -290,7 +373,8 @@ impl<'a, S> Session<'a, S> {
         };
         settle_until(wait, || sites::live_tagged_blocks() == 0);
         self.m.series.after_teardown = Some(probe.sample());
-        let survivors = self.config.sites.then(sites::survivors);
+        let ran = self.m.series.iterations.len() as u32;
+        let survivors = self.config.sites.then(|| sites::survivors(ran));
         sites::clear();
         survivors
     }
@@ -298,17 +382,38 @@ impl<'a, S> Session<'a, S> {
     /// Symbolizes the sites that will be reported.
     fn attribute(&mut self, end: Option<RawSurvivors>, after: Option<RawSurvivors>) {
         self.at(Phase::Done, None);
-        let measured = self.measured as u32;
-        if let Some((raw, iterations)) = end {
-            self.m.survivors = attribution::survivors(raw, iterations, measured);
+        if !self.adaptation.is_empty() {
+            self.m.notes.push(std::mem::take(&mut self.adaptation));
         }
-        self.m.survivors_after_teardown =
-            after.map(|(raw, iterations)| attribution::survivors(raw, iterations, measured));
+        let measured = self.m.series.iterations.len() as u32;
         let policy = &self.scenario.spec.policy;
+        self.m.survivors_after_teardown = after
+            .map(|(raw, iterations)| attribution::survivors(&raw, iterations, measured, false));
+        if let Some((raw, iterations)) = end {
+            self.m.survivors = attribution::survivors(&raw, iterations, measured, false);
+            // Frames only for sites a heap finding shows: reading the binary's debug info
+            // is the costliest step of a clean scenario's run.
+            if !verdict::heap_settled(&self.m, policy) {
+                self.m.survivors = attribution::survivors(&raw, iterations, measured, true);
+            }
+        }
         if self.config.sites && (policy.peak_budget.is_some() || policy.expect_growth.is_some()) {
             self.m.peak_sites = attribution::peak_sites();
         }
     }
+}
+
+/// Appends `text` to `note` within its capacity (the rest is cut), so a note whose room
+/// was reserved before the baseline never grows the heap.
+fn append_within(note: &mut String, text: std::fmt::Arguments<'_>) {
+    let mut line = String::new();
+    let _ = std::fmt::Write::write_fmt(&mut line, text);
+    let room = note.capacity() - note.len();
+    let cut = (0..=line.len().min(room))
+        .rev()
+        .find(|&i| line.is_char_boundary(i))
+        .unwrap_or(0);
+    note.push_str(&line[..cut]);
 }
 
 /// Checks `settled` until it holds or `timeout` passes, with growing pauses between

@@ -1,7 +1,9 @@
 //! Turning a site's return addresses into frames people can read, starting at the first
 //! frame of user code.
 
-use leakgate_reports::Frame;
+use leakgate_reports::{Frame, Site};
+
+use crate::maps::Mapping;
 
 /// Frames shown per site at most.
 const MAX_FRAMES: usize = 12;
@@ -28,6 +30,25 @@ const INTERNAL_PREFIXES: &[&str] = &[
 /// after the user's code.
 pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
     site_frames(resolve(ips))
+}
+
+/// Symbolizes the sites' stacks, recorded as return addresses by a child whose code was
+/// mapped as `child`, into frames; clears the addresses.
+pub(crate) fn resolve_sites<'a>(sites: impl IntoIterator<Item = &'a mut Site>, child: &[Mapping]) {
+    let here = crate::maps::current();
+    for site in sites {
+        let ips: Vec<usize> = site
+            .addresses
+            .drain(..)
+            .map(|ip| {
+                let ip = ip as usize;
+                crate::maps::translate(ip, child, &here).unwrap_or(ip)
+            })
+            .collect();
+        if !ips.is_empty() {
+            site.frames = symbolize(&ips);
+        }
+    }
 }
 
 /// Symbolizes the stack of a thread that faulted. Like [`symbolize`], except that C

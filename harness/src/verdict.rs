@@ -152,6 +152,112 @@ pub(crate) fn crash_summary(crash: &Crash) -> String {
     }
 }
 
+/// What the runner does next in a scenario's measured phase.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Progress {
+    /// Nothing conclusive yet: go on as planned (at the planned end: stop).
+    Continue,
+    /// Conclusive before the planned end (leaking or clean, as the reason says): stop.
+    Conclusive(String),
+    /// At or past the planned end, and ambiguous: measure more, for this reason.
+    Ambiguous(String),
+}
+
+/// Whether the measured phase can stop, must go on, or should be extended, from what
+/// was measured so far (`m`) and the survivors by site now (`sites`, unsymbolized).
+///
+/// - Conclusively leaking, before the plan's end: a site's survivors accumulate
+///   ([`accumulates`]) from at least 90% of the iterations so far, beyond the tolerance
+///   and the heap's noise.
+/// - Conclusively clean, before the plan's end: no byte count (heap, C heap, disk) set a
+///   new high above its noise in the last half of the iterations so far, nor for twice
+///   as long as it had risen before, descriptors,
+///   threads and paths are back at their baseline, and no site's survivors span half
+///   the iterations so far (which a leak every k-th iteration would).
+/// - Ambiguous, at the plan's end: a byte count rose, then stayed flat for between half
+///   and all of the time it rose ([`Persistence::Unsure`]).
+pub(crate) fn progress(
+    m: &Measurement,
+    sites: &[Site],
+    policy: &Policy,
+    planned: usize,
+) -> Progress {
+    let Some(baseline) = m.series.baseline else {
+        return Progress::Continue;
+    };
+    let samples = &m.series.iterations;
+    let done = samples.len();
+    let trends: Vec<(Resource, Trend)> = [
+        (
+            Resource::Heap,
+            (|s| Some(s.heap_bytes)) as fn(&leakgate_reports::Sample) -> Option<u64>,
+        ),
+        (Resource::CHeap, |s| s.c_heap_bytes),
+        (Resource::Disk, |s| s.disk_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(resource, value)| {
+        let series: Vec<u64> = samples.iter().filter_map(value).collect();
+        Some((resource, Trend::of(value(&baseline)?, &series)))
+    })
+    .collect();
+    if done >= planned {
+        return trends
+            .iter()
+            .find(|(r, t)| t.rises(tolerance(policy, *r)) && t.persistence() == Persistence::Unsure)
+            .map_or(Progress::Continue, |(resource, t)| {
+                let last = t.last_high.unwrap_or(0);
+                Progress::Ambiguous(format!(
+                    "{resource} rose until iteration {last} of {done}, then stayed flat: a late \
+                     plateau, or growth in widening steps"
+                ))
+            });
+    }
+    let heap_tolerance = tolerance(policy, Resource::Heap);
+    let heap_noise = trends.first().map_or(0, |(_, t)| t.noise) as i64;
+    if let Some(site) = sites.iter().find(|s| {
+        accumulates(s)
+            && s.iterations as usize * 10 >= done * 9
+            && s.bytes as i64 > heap_tolerance.saturating_add(heap_noise)
+    }) {
+        return Progress::Conclusive(format!(
+            "leaking: a site kept blocks from {} of {done} iterations, {} in all",
+            site.iterations,
+            bytes(site.bytes as i64)
+        ));
+    }
+    // Flat for half the run so far, and for twice as long as it rose: a buffer that
+    // doubles looks flat for as long as it last rose, right before it doubles again.
+    let flat = trends
+        .iter()
+        .all(|(_, t)| match (t.first_high, t.last_high) {
+            (Some(first), Some(last)) => {
+                let flat = done - 1 - last as usize;
+                flat * 2 >= done && flat >= 2 * (last - first) as usize
+            }
+            _ => true,
+        });
+    let last = samples.last().copied().unwrap_or(baseline);
+    let counts_back = [
+        (Resource::Fds, baseline.fds, last.fds),
+        (Resource::Threads, baseline.threads, last.threads),
+        (Resource::Files, baseline.files, last.files),
+    ]
+    .iter()
+    .all(|&(r, base, now)| {
+        now.unwrap_or(0) as i64 - base.unwrap_or(0) as i64 <= tolerance(policy, r)
+    });
+    let spanning = sites.iter().any(|s| {
+        s.iterations >= 2 && (s.last_iteration - s.first_iteration + 1) as usize * 2 >= done
+    });
+    if flat && counts_back && !spanning {
+        return Progress::Conclusive(format!(
+            "clean: flat for the last half of {done} iterations, with nothing accumulating"
+        ));
+    }
+    Progress::Continue
+}
+
 /// Judges a finished measurement.
 fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
     let mut findings = findings(m, policy);
@@ -412,8 +518,27 @@ fn c_heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     (finding.growth > rust_growth).then_some(finding)
 }
 
+/// The heap leaks when its total grew to the end of the run (see [`Trend`]), or when a
+/// site's survivors accumulate over the whole run ([`accumulates`]) beyond the
+/// tolerance, even while other sites' churn hides that growth in the total.
 fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
-    let mut finding = growth_finding(m, policy, Resource::Heap, |s| Some(s.heap_bytes))?;
+    let tolerance = tolerance(policy, Resource::Heap);
+    let accumulating: Vec<&Site> = m
+        .survivors
+        .sites
+        .iter()
+        .filter(|s| accumulates(s) && s.bytes as i64 > tolerance)
+        .collect();
+    let (mut finding, hidden) =
+        match growth_finding(m, policy, Resource::Heap, |s| Some(s.heap_bytes)) {
+            Some(finding) => (finding, false),
+            None if !accumulating.is_empty() => {
+                let held: u64 = accumulating.iter().map(|s| s.bytes).sum();
+                let measured = m.series.iterations.len() as u32;
+                (Finding::new(Resource::Heap, held as i64, measured), true)
+            }
+            None => return None,
+        };
     let (retained, measured) = (finding.growth, finding.measured_iterations);
     finding.leaking_iterations = m.survivors.iterations;
     finding.sites = m.survivors.sites.iter().take(MAX_SITES).cloned().collect();
@@ -435,11 +560,25 @@ fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
         Some(_) => "; freed at teardown: it grows while the state lives".to_owned(),
         None => String::new(),
     };
-    finding.message = format!(
-        "heap grew {} over {measured} measured iterations ({}/iteration{behind}){lifecycle}",
-        bytes(retained),
-        bytes(finding.per_iteration.round() as i64),
-    );
+    finding.message = if hidden {
+        let top = accumulating[0];
+        format!(
+            "heap: {} held by {} site{} whose survivors come from {} of {measured} iterations, \
+             spread over the whole run ({}/iteration), though churn elsewhere hid it in the \
+             total{lifecycle}",
+            bytes(retained),
+            accumulating.len(),
+            if accumulating.len() == 1 { "" } else { "s" },
+            top.iterations,
+            bytes(finding.per_iteration.round() as i64),
+        )
+    } else {
+        format!(
+            "heap grew {} over {measured} measured iterations ({}/iteration{behind}){lifecycle}",
+            bytes(retained),
+            bytes(finding.per_iteration.round() as i64),
+        )
+    };
     Some(finding)
 }
 
@@ -544,13 +683,18 @@ fn scaling_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     Some(finding)
 }
 
-/// Ranks sites for attribution: sites whose survivors span at least half the measured
-/// iterations first, then by bytes. `site` finds the site in each item.
+/// Ranks sites for attribution: sites whose survivors accumulate over the run first,
+/// then those whose survivors span at least half the measured iterations, then by
+/// bytes. `site` finds the site in each item.
 pub(crate) fn rank_sites<T>(items: &mut [T], measured_iterations: u32, site: impl Fn(&T) -> &Site) {
     let key = |item: &T| {
         let s = site(item);
         let spans_run = (s.last_iteration - s.first_iteration + 1) * 2 >= measured_iterations;
-        (std::cmp::Reverse(spans_run), std::cmp::Reverse(s.bytes))
+        (
+            std::cmp::Reverse(accumulates(s)),
+            std::cmp::Reverse(spans_run),
+            std::cmp::Reverse(s.bytes),
+        )
     };
     items.sort_by_key(key);
 }
@@ -560,38 +704,131 @@ pub(crate) fn rank_sites<T>(items: &mut [T], measured_iterations: u32, site: imp
 pub(crate) struct Trend {
     /// Theil–Sen slope: the median of the slopes between all pairs of points.
     pub slope: f64,
-    /// Iterations that rose above every earlier value (and the baseline).
+    /// How much the series moves without growing: twice its median drawdown below the
+    /// running high (0 for counts that only grow, in steps or not).
+    pub noise: u64,
+    /// Iterations that rose above every earlier value (and the baseline) by more than
+    /// the noise.
     pub new_highs: u32,
+    /// The first and the last of those iterations.
+    pub first_high: Option<u32>,
+    pub last_high: Option<u32>,
+    /// Points in the series.
+    pub len: u32,
     /// How far the lowest value of the last quarter of the series lies above the lowest
     /// of the first quarter. A sawtooth (a WAL truncated by checkpoints, a memtable
     /// flushed when full) keeps returning to its floor; a leak raises the floor.
     pub floor_rise: i64,
 }
 
+/// Whether a series' growth lasts to the end of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persistence {
+    /// Still setting new highs: flat at the end for less than a quarter as long as it
+    /// rose.
+    Growing,
+    /// Rose, then stayed flat for at least as long as it had risen: a plateau.
+    Plateau,
+    /// In between: a late plateau, or growth in widening steps (a doubling buffer).
+    /// More iterations tell them apart; without them, it counts as growth when flat for
+    /// less than three quarters of its rise.
+    Unsure,
+}
+
 impl Trend {
     pub(crate) fn of(baseline: u64, series: &[u64]) -> Self {
+        let noise = noise(baseline, series);
         let mut high = baseline;
-        let mut new_highs = 0;
-        for &value in series {
-            if value > high {
-                high = value;
+        let (mut new_highs, mut first_high, mut last_high) = (0, None, None);
+        for (i, &value) in series.iter().enumerate() {
+            if value > high.saturating_add(noise) {
                 new_highs += 1;
+                first_high.get_or_insert(i as u32);
+                last_high = Some(i as u32);
             }
+            high = high.max(value);
         }
         let quarter = series.len().div_ceil(4);
         let floor = |part: &[u64]| part.iter().copied().min().unwrap_or(0) as i64;
         Self {
             slope: theil_sen(series),
+            noise,
             new_highs,
+            first_high,
+            last_high,
+            len: series.len() as u32,
             floor_rise: floor(&series[series.len() - quarter..]) - floor(&series[..quarter]),
         }
     }
 
-    /// Still growing: a positive slope, new highs in at least two iterations, and a floor
-    /// that rose by more than `tolerance`.
-    pub(crate) fn is_growth(&self, tolerance: i64) -> bool {
+    /// Whether the series still grew at its end.
+    pub(crate) fn persistence(&self) -> Persistence {
+        let (Some(first), Some(last)) = (self.first_high, self.last_high) else {
+            return Persistence::Plateau;
+        };
+        let (rise, flat) = (last - first, self.len - 1 - last);
+        if flat * 4 < rise {
+            Persistence::Growing
+        } else if flat >= rise {
+            Persistence::Plateau
+        } else {
+            Persistence::Unsure
+        }
+    }
+
+    /// Rising: a positive slope, new highs above the noise in at least two iterations,
+    /// and a floor that rose by more than `tolerance`, whether or not it lasts.
+    pub(crate) fn rises(&self, tolerance: i64) -> bool {
         self.slope > 0.0 && self.new_highs >= 2 && self.floor_rise > tolerance
     }
+
+    /// Growth: rising, and rising to the end (an unsure ending counts when the series
+    /// stayed flat for less than three quarters of its rise).
+    pub(crate) fn is_growth(&self, tolerance: i64) -> bool {
+        if !self.rises(tolerance) {
+            return false;
+        }
+        match self.persistence() {
+            Persistence::Growing => true,
+            Persistence::Plateau => false,
+            Persistence::Unsure => {
+                let (first, last) = (self.first_high.unwrap_or(0), self.last_high.unwrap_or(0));
+                (self.len - 1 - last) * 4 < (last - first) * 3
+            }
+        }
+    }
+}
+
+/// Twice the median drawdown: how far, typically, the series lies below its running
+/// high. Zero for a count that only grows (in steps or not) and for one that dips only
+/// now and then; the size of the swings for churn.
+fn noise(baseline: u64, series: &[u64]) -> u64 {
+    let mut high = baseline;
+    let mut drawdowns: Vec<u64> = series
+        .iter()
+        .map(|&value| {
+            high = high.max(value);
+            high - value
+        })
+        .collect();
+    if drawdowns.is_empty() {
+        return 0;
+    }
+    let middle = drawdowns.len() / 2;
+    drawdowns.select_nth_unstable(middle).1.saturating_mul(2)
+}
+
+/// Whether a site's survivors accumulate over the whole run, as a leak's do: they came
+/// from at least four iterations, from every quarter of the run, and no quarter holds
+/// more than twice as many leaking iterations as another. A bounded cache's survivors
+/// come from its last quarter only (churn); a cache that filled at the start and
+/// stopped, from its first.
+pub(crate) fn accumulates(site: &Site) -> bool {
+    let quarters = &site.iterations_per_quarter;
+    let (Some(&least), Some(&most)) = (quarters.iter().min(), quarters.iter().max()) else {
+        return false;
+    };
+    quarters.len() == 4 && site.iterations >= 4 && least >= 1 && least * 2 >= most
 }
 
 fn theil_sen(series: &[u64]) -> f64 {
@@ -646,7 +883,7 @@ mod tests {
         m
     }
 
-    fn series(n: usize, f: impl Fn(usize) -> u64) -> Vec<u64> {
+    fn series(n: usize, mut f: impl FnMut(usize) -> u64) -> Vec<u64> {
         (0..n).map(|i| BASE + f(i)).collect()
     }
 
@@ -711,6 +948,117 @@ mod tests {
         assert!(!heap_leak(
             &series(200, |i| [512, 1024, 4096][(i / 15).min(2)])
         ));
+    }
+
+    #[test]
+    fn passes_a_plateau_reached_a_fifth_or_half_way_through_the_run() {
+        for at in [40, 100] {
+            let s = series(200, |i| 160 * i.min(at) as u64);
+            assert!(!heap_leak(&s), "plateau at {at}");
+            let t = Trend::of(BASE, &s);
+            assert_eq!(t.persistence(), Persistence::Plateau, "plateau at {at}");
+        }
+        // The same with noise on top: ±3 KiB of churn on a plateau 16 KiB up.
+        let noisy = series(200, |i| {
+            16_000 * i.min(50) as u64 / 50 + [0, 3000, 1000, 2500, 500][i % 5]
+        });
+        assert!(!heap_leak(&noisy));
+    }
+
+    #[test]
+    fn catches_a_leak_that_starts_half_way_through_the_run() {
+        let s = series(200, |i| 16 * i.saturating_sub(100) as u64);
+        assert!(heap_leak(&s));
+        assert_eq!(Trend::of(BASE, &s).persistence(), Persistence::Growing);
+    }
+
+    #[test]
+    fn a_late_plateau_is_unsure_and_more_iterations_settle_it() {
+        // Rose until 70% of the run: a plateau or a step-wise leak, cannot tell yet.
+        let rising_until = |at: usize, len: usize| series(len, move |i| 64 * i.min(at) as u64);
+        assert_eq!(
+            Trend::of(BASE, &rising_until(140, 200)).persistence(),
+            Persistence::Unsure
+        );
+        // Twice the iterations: flat for longer than it rose.
+        assert_eq!(
+            Trend::of(BASE, &rising_until(140, 400)).persistence(),
+            Persistence::Plateau
+        );
+        assert!(!heap_leak(&rising_until(140, 400)));
+    }
+
+    /// A site with survivors from `iterations` distinct iterations, per quarter as given.
+    fn site(bytes: u64, per_quarter: [u32; 4], function: &str) -> Site {
+        let iterations = per_quarter.iter().sum();
+        let mut site = Site::new(bytes, u64::from(iterations), iterations, 0, 299);
+        site.iterations_per_quarter = per_quarter.to_vec();
+        site.frames
+            .push(leakgate_reports::Frame::new(function, None, None));
+        site
+    }
+
+    #[test]
+    fn catches_24_bytes_per_iteration_under_16_kib_of_churn_by_its_site() {
+        // 32 buffers of random size replaced every iteration swing the total by ±16 KiB;
+        // the leak adds 24 B per iteration, 7 KiB over the run, lost in the swings.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let s = series(300, |i| {
+            24 * i as u64 + 16_384 + rng.u64(0..32_768) - 16_384
+        });
+        let mut m = measured(&s, *s.last().unwrap() - 20_000);
+        assert!(!heap_leak(&s), "the total alone does not show it");
+        m.survivors = Survivors {
+            recorded: true,
+            bytes: 7200 + 131_072,
+            blocks: 332,
+            iterations: 300,
+            sites: vec![
+                site(131_072, [0, 0, 0, 32], "cache::replace"),
+                site(7200, [75, 75, 75, 75], "engine::remember"),
+            ],
+        };
+        rank_sites(&mut m.survivors.sites, 300, |s| s);
+        let analysis = analyze(&m, &policy());
+        assert_eq!(analysis.verdict, Verdict::Fail, "{}", analysis.summary);
+        let finding = &analysis.findings[0];
+        assert_eq!(finding.growth, 7200);
+        assert_eq!(finding.sites[0].frames[0].function, "engine::remember");
+        assert!(
+            analysis.summary.starts_with(
+                "heap: 7.0 KiB held by 1 site whose survivors come from 300 of 300 iterations"
+            ),
+            "{}",
+            analysis.summary
+        );
+    }
+
+    #[test]
+    fn survivors_only_from_the_end_or_the_start_are_not_accumulating() {
+        // A bounded cache's churn: only recent entries survive.
+        assert!(!accumulates(&site(65_536, [0, 0, 3, 29], "cache::insert")));
+        // Filled in the first quarter, then kept: a warm cache, not a leak.
+        assert!(!accumulates(&site(65_536, [60, 2, 1, 4], "cache::fill")));
+        // A leak every tenth iteration: even across the quarters.
+        assert!(accumulates(&site(1280, [5, 5, 5, 5], "engine::leak")));
+        // Too little evidence to call.
+        assert!(!accumulates(&site(64, [1, 0, 0, 1], "engine::once")));
+        let mut peak_site = site(64, [1, 1, 1, 1], "peak::site");
+        peak_site.iterations_per_quarter.clear();
+        assert!(!accumulates(&peak_site), "no quarters recorded");
+    }
+
+    #[test]
+    fn passes_deferred_frees_that_trail_the_iterations() {
+        // Each iteration's buffer is freed two iterations later by a background thread:
+        // the total swings by one or two buffers, and at the end only the last two
+        // iterations' buffers are live; after settling, none.
+        let s = series(200, |i| if i % 2 == 0 { 8192 } else { 4096 });
+        assert!(!heap_leak(&s));
+        let mut m = measured(&s, BASE + 8192);
+        m.survivors.recorded = true;
+        m.survivors.sites = vec![site(8192, [0, 0, 0, 2], "engine::hand_off")];
+        assert_eq!(analyze(&m, &policy()).verdict, Verdict::Pass);
     }
 
     #[test]

@@ -277,6 +277,15 @@ pub struct Site {
     pub first_iteration: u32,
     /// The last measured iteration (0-based) with a live block from this site.
     pub last_iteration: u32,
+    /// Distinct measured iterations with a live block from this site, in each quarter
+    /// of the measured run: even across the quarters for a leak, only in the last for
+    /// a bounded cache's churn. Empty where not recorded (peak sites, older reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iterations_per_quarter: Vec<u32>,
+    /// Return addresses of the site's stack, innermost first, as the process that
+    /// recorded them saw them; the runner symbolizes them into `frames` and clears them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<u64>,
     /// The call stack, innermost user frame first; allocator and standard library frames
     /// are trimmed.
     pub frames: Vec<Frame>,
@@ -291,6 +300,8 @@ impl Site {
             iterations,
             first_iteration: first,
             last_iteration: last,
+            iterations_per_quarter: Vec::new(),
+            addresses: Vec::new(),
             frames: Vec::new(),
         }
     }

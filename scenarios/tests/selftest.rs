@@ -316,6 +316,71 @@ impl Drop for LateDropper {
     }
 }
 
+/// A leak of 24 bytes an iteration, hidden in the totals by [`ChurningCache`].
+// Boxed on purpose: one block per iteration, as a registry of boxed entries keeps.
+#[allow(clippy::vec_box)]
+#[inline(never)]
+fn remember_in_registry(registry: &mut Vec<Box<[u8; 24]>>, i: usize) {
+    registry.push(black_box(Box::new([i as u8; 24])));
+}
+
+/// 32 buffers, one replaced every iteration by one of random size (0–8 KiB): the total
+/// swings by about ±13 KiB while nothing accumulates.
+struct ChurningCache {
+    slots: Vec<Vec<u8>>,
+    rng: fastrand::Rng,
+}
+
+impl ChurningCache {
+    fn new() -> Self {
+        let mut rng = fastrand::Rng::with_seed(24);
+        let slots = (0..32).map(|_| vec![0u8; rng.usize(0..8192)]).collect();
+        Self { slots, rng }
+    }
+
+    #[inline(never)]
+    fn replace_one(&mut self) {
+        let slot = self.rng.usize(0..self.slots.len());
+        self.slots[slot] = black_box(vec![1u8; self.rng.usize(0..8192)]);
+    }
+}
+
+/// A cache that fills one entry an iteration up to its capacity (a quarter of the run),
+/// then evicts its oldest; every 20 iterations it rebuilds its index and retires the
+/// old one, freed two rebuilds later (deferred reclamation, epoch style).
+struct SlowFillingCache {
+    entries: VecDeque<Vec<u8>>,
+    capacity: usize,
+    index: Vec<u64>,
+    retired: VecDeque<Vec<u64>>,
+}
+
+impl SlowFillingCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            capacity,
+            index: Vec::new(),
+            retired: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.entries.push_back(vec![i as u8; 256]);
+        if self.entries.len() > self.capacity {
+            self.entries.pop_front();
+        }
+        if i.is_multiple_of(20) {
+            let rebuilt = vec![i as u64; 64 * self.entries.len()];
+            self.retired
+                .push_back(std::mem::replace(&mut self.index, rebuilt));
+            if self.retired.len() > 2 {
+                self.retired.pop_front();
+            }
+        }
+    }
+}
+
 fn leaky(name: &str, site: &str) -> Scenario {
     Scenario::new(name)
         .warmup(5)
@@ -537,6 +602,28 @@ fn main() -> std::process::ExitCode {
                         .send(vec![i as u8; 4096])
                         .unwrap();
                 }),
+        )
+        // Growth only the sites show: the leak's survivors come from every iteration,
+        // the churn's only from the last few.
+        .scenario(
+            Scenario::new("leak/hidden_under_churn")
+                .warmup(5)
+                .iterations(300)
+                .setup(|_| (ChurningCache::new(), Vec::new()))
+                .iterate(|(cache, registry), i| {
+                    cache.replace_one();
+                    remember_in_registry(registry, i);
+                })
+                .expect_leak(Resource::Heap)
+                .expect_site("selftest::remember_in_registry"),
+        )
+        // Rises for a quarter of the run, then stays: a plateau, not a leak.
+        .scenario(
+            Scenario::new("clean/slow_filling_cache_with_deferred_reclamation")
+                .warmup(5)
+                .iterations(200)
+                .setup(|_| SlowFillingCache::new(50))
+                .iterate(|cache, i| cache.insert(i)),
         )
         .scenario(
             Scenario::new("clean/files_in_the_scratch_dir")

@@ -518,11 +518,13 @@ pub(crate) struct SiteSurvivors {
     pub iterations: u32,
     pub first_iteration: u32,
     pub last_iteration: u32,
+    /// Distinct iterations per quarter of the `measured` iterations.
+    pub per_quarter: [u32; 4],
 }
 
 /// All tagged blocks still live, grouped by site (largest first), and the number of
-/// distinct iterations they came from.
-pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
+/// distinct iterations they came from, of `measured` iterations.
+pub(crate) fn survivors(measured: u32) -> (Vec<SiteSurvivors>, u32) {
     let _guard = ReentrancyGuard::enter();
     // Copy out under each shard's lock into a buffer sized beforehand: allocating while
     // holding a shard lock could deadlock when that allocation lands in the same shard.
@@ -542,7 +544,13 @@ pub(crate) fn survivors() -> (Vec<SiteSurvivors>, u32) {
     for group in blocks.chunk_by(|a, b| a.0 == b.0) {
         let mut distinct = group.iter().map(|b| b.1).collect::<Vec<_>>();
         distinct.dedup(); // Sorted by (site, iteration) already.
+        let mut per_quarter = [0u32; 4];
+        for &iteration in &distinct {
+            let quarter = (u64::from(iteration) * 4 / u64::from(measured.max(1))).min(3);
+            per_quarter[quarter as usize] += 1;
+        }
         sites.push(SiteSurvivors {
+            per_quarter,
             site: group[0].0,
             bytes: group.iter().map(|b| b.2).sum(),
             blocks: group.len() as u64,
