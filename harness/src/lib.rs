@@ -36,13 +36,15 @@
 //!
 //! # Running
 //!
-//! `cargo test` runs every scenario in its own child process (the test binary, re-run
-//! with `--exact NAME`), in parallel up to `--test-threads`; `cargo nextest run` already
-//! runs one process per test, so there each scenario runs in-process. libtest's
-//! arguments work: name filters, `--exact`, `--skip`, `--list`.
+//! Every scenario runs in its own child process (the test binary, re-run with `--exact
+//! NAME`), under `cargo test` and under `cargo nextest run` alike, so verdicts,
+//! containment, timeouts and probes do not depend on the runner; by default two run per
+//! core at once (they spend much of their time asleep, settling). libtest's arguments
+//! work: name filters, `--exact`, `--skip`, `--list`, `--test-threads`.
 //!
 //! Each scenario: setup → warm-up iterations → settle → baseline → measured iterations
-//! (a sample after each, allocation sites recorded) → settle, with bounded retries for
+//! (a sample after each, allocation sites recorded; stopped early when the evidence is
+//! conclusive, extended when it is ambiguous) → settle, with bounded retries for
 //! deferred frees → end sample → teardown → after-teardown sample.
 //!
 //! # Reading the output
@@ -65,19 +67,23 @@
 //! ## What counts as a leak
 //!
 //! After settling, live heap bytes exceed the baseline by more than the tolerance
-//! (`.tolerance(Resource::Heap, ..)`, default 0) and the per-iteration series rises: a
-//! positive Theil–Sen slope, new highs in at least two iterations and a rising floor.
-//! Descriptors, threads and paths leak when more exist after settling than at the
-//! baseline. A scenario declared with
-//! `.expect_leak(Resource::Heap)` passes only when that leak is found.
+//! (`.tolerance(Resource::Heap, ..)`, default 0) and the per-iteration series rose to the
+//! end: a positive Theil–Sen slope, new highs above the series' noise in at least two
+//! iterations, a rising floor, and no plateau (flat at the end for as long as it rose);
+//! or one allocation site's survivors accumulate over the whole run, even while churn
+//! elsewhere hides the growth in the total. Descriptors, threads and paths leak when
+//! more exist after settling than at the baseline. A scenario declared with
+//! `.expect_leak(Resource::Heap)` passes only when that leak is found. The README has
+//! the rule in full, with its statistics.
 //!
 //! # Configuration
 //!
 //! Environment variables (for CI): `LEAKGATE_REPORT_DIR`, `LEAKGATE_TIMEOUT` (default
 //! `300s`), `LEAKGATE_SETTLE_TIMEOUT` (`1s`), `LEAKGATE_KEEP_DIRS`
 //! (`never`|`on-failure`|`always`), `LEAKGATE_SITES` (`exact`|`off`),
-//! `LEAKGATE_ITERATIONS_SCALE`, `LEAKGATE_MEMORY_LIMIT`. A malformed value stops the run with an error naming the
-//! variable and the accepted values.
+//! `LEAKGATE_ITERATIONS_SCALE`, `LEAKGATE_MEMORY_LIMIT`, `LEAKGATE_ADAPTIVE` (`on`|`off`).
+//! A malformed value stops the run with an error naming the variable and the accepted
+//! values; a misspelled name gets a warning naming the closest real one.
 //!
 //! # Known limitations
 //!

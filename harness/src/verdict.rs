@@ -1062,6 +1062,72 @@ mod tests {
     }
 
     #[test]
+    fn a_run_stops_early_only_on_conclusive_evidence() {
+        let p = policy();
+        // Flat for its whole first half: clean, stop.
+        let flat = measured(&series(100, |_| 0), BASE);
+        match progress(&flat, &[], &p, 200) {
+            Progress::Conclusive(reason) => assert!(reason.starts_with("clean: "), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Growing by 16 bytes an iteration: go on.
+        let leak = measured(&series(100, |i| 16 * i as u64), BASE);
+        assert_eq!(progress(&leak, &[], &p, 200), Progress::Continue);
+        // A buffer that doubled at 27 and 59, looking flat since: go on, as flat as it
+        // looks, it has not been flat for twice as long as it rose.
+        let doubling = measured(
+            &series(100, |i| 8 * (i + 6).next_power_of_two() as u64),
+            BASE,
+        );
+        assert_eq!(progress(&doubling, &[], &p, 200), Progress::Continue);
+        // A leak every 50th iteration: flat for the last half, but its site's survivors
+        // span the run so far.
+        let mut sparse = site(128, [1, 0, 1, 0], "engine::every_fiftieth");
+        (sparse.first_iteration, sparse.last_iteration) = (0, 50);
+        assert_eq!(progress(&flat, &[sparse], &p, 200), Progress::Continue);
+        // A site with a block from every iteration so far: leaking, stop.
+        match progress(
+            &leak,
+            &[site(1600, [25, 25, 25, 25], "engine::leak")],
+            &p,
+            200,
+        ) {
+            Progress::Conclusive(reason) => assert!(
+                reason.starts_with("leaking: a site kept blocks from 100 of 100"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A thread or descriptor still open: not clean yet.
+        let mut thread_left = flat.clone();
+        for sample in &mut thread_left.series.iterations {
+            sample.threads = Some(3);
+        }
+        thread_left.series.baseline.as_mut().unwrap().threads = Some(2);
+        assert_eq!(progress(&thread_left, &[], &p, 200), Progress::Continue);
+    }
+
+    #[test]
+    fn an_unsure_ending_extends_the_run() {
+        let p = policy();
+        // Rose until 70% of the plan, then flat: extend.
+        let late = measured(&series(200, |i| 64 * i.min(140) as u64), BASE + 64 * 140);
+        match progress(&late, &[], &p, 200) {
+            Progress::Ambiguous(reason) => assert!(
+                reason.starts_with("heap rose until iteration 140 of 200"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Twice as long: a plateau, no more extension.
+        let settled = measured(&series(400, |i| 64 * i.min(140) as u64), BASE + 64 * 140);
+        assert_eq!(progress(&settled, &[], &p, 200), Progress::Continue);
+        // Clearly growing or clearly flat at the planned end: nothing to extend.
+        let leak = measured(&series(200, |i| 16 * i as u64), BASE + 3200);
+        assert_eq!(progress(&leak, &[], &p, 200), Progress::Continue);
+    }
+
+    #[test]
     fn passes_a_sawtooth_that_keeps_returning_to_its_floor() {
         // A memtable flushed when full, or a WAL truncated by checkpoints.
         assert!(!heap_leak(&series(200, |i| 4096 * (i as u64 % 10))));

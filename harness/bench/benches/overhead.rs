@@ -19,9 +19,10 @@ const VARIANTS: [(&str, &str); 4] = [
 ];
 const ROUNDS: usize = 7;
 
-fn run(exe: &str, threads: usize) -> (u128, String) {
+fn run(exe: &str, workload: &str, threads: usize) -> (u128, String) {
     let output = Command::new(exe)
         .args(["--threads", &threads.to_string(), "--repeats", "5"])
+        .args(["--workload", workload])
         .output()
         .unwrap_or_else(|e| panic!("{exe}: {e}"));
     assert!(
@@ -42,16 +43,35 @@ fn run(exe: &str, threads: usize) -> (u128, String) {
 }
 
 fn main() {
-    println!(
-        "workload: build and drop a BTreeMap<String, Vec<u8>> of {} entries per thread",
-        leakgate_bench::ENTRIES
-    );
+    let workloads = [
+        (
+            "map",
+            format!(
+                "build and drop a BTreeMap<String, Vec<u8>> of {} entries per thread",
+                leakgate_bench::ENTRIES
+            ),
+        ),
+        (
+            "varied",
+            format!(
+                "build and drop {} live buffers of 8 to 72 bytes per thread",
+                leakgate_bench::VARIED_BLOCKS
+            ),
+        ),
+    ];
+    for (workload, description) in &workloads {
+        println!("\nworkload `{workload}`: {description}");
+        measure(workload);
+    }
+}
+
+fn measure(workload: &str) {
     for threads in [1, 2] {
         let mut best: Vec<Vec<u128>> = vec![Vec::new(); VARIANTS.len()];
         let mut extras = vec![String::new(); VARIANTS.len()];
         for _ in 0..ROUNDS {
             for (i, (_, exe)) in VARIANTS.iter().enumerate() {
-                let (fastest, extra) = run(exe, threads);
+                let (fastest, extra) = run(exe, workload, threads);
                 best[i].push(fastest);
                 extras[i] = extra;
             }
