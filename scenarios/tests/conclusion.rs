@@ -1,0 +1,70 @@
+//! A gate run from a test's own `main`, as a user's test that wants more than an exit
+//! code would: `Gate::conclude` returns the verdicts and reports, checked here. Under
+//! nextest, each process runs one scenario (`--exact NAME`); what did not run is `None`.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use leakgate::{Gate, Resource, Scenario};
+use leakgate_reports::Verdict;
+
+leakgate::global_allocator!();
+
+#[inline(never)]
+fn keep_forever(registry: &mut Vec<Box<[u8; 40]>>, i: usize) {
+    registry.push(black_box(Box::new([i as u8; 40])));
+}
+
+fn main() -> ExitCode {
+    let conclusion = Gate::new()
+        .scenario(
+            Scenario::new("conclusion/registry")
+                .iterations(50)
+                .setup(|_| Vec::new())
+                .iterate(|registry, i| keep_forever(registry, i))
+                .expect_leak(Resource::Heap)
+                .expect_site("conclusion::keep_forever"),
+        )
+        .scenario(
+            Scenario::new("conclusion/reused_buffer")
+                .iterations(50)
+                .setup(|_| Vec::<u8>::with_capacity(4096))
+                .iterate(|buffer, i| {
+                    buffer.clear();
+                    buffer.resize(1 + i % 4096, 7);
+                }),
+        )
+        .conclude(std::env::args())
+        .expect("the gate starts");
+    let registry = conclusion
+        .reports
+        .iter()
+        .find(|r| r.name == "conclusion/registry");
+    if let Some(report) = registry {
+        // Found, and attributed: the finding's top site is the function that keeps.
+        let finding = &report.findings[0];
+        assert_eq!(finding.resource, Resource::Heap);
+        assert!(finding.growth >= 40 * 25, "{}", finding.growth);
+        assert_eq!(
+            finding.sites[0].frames[0].function,
+            "conclusion::keep_forever"
+        );
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.summary);
+    }
+    if let Some(verdict) = conclusion.verdict("conclusion/reused_buffer") {
+        assert_eq!(verdict, Verdict::Pass);
+    }
+    assert_eq!(
+        conclusion.passed as usize + conclusion.failed as usize,
+        conclusion.reports.len()
+    );
+    // Every scenario ran or was filtered out, unless this run only lists them.
+    if !std::env::args().any(|a| a == "--list") {
+        assert_eq!(
+            conclusion.reports.len() + conclusion.filtered_out as usize,
+            2,
+            "{conclusion:?}"
+        );
+    }
+    conclusion.exit_code()
+}
