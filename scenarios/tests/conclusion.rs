@@ -10,6 +10,8 @@ use leakgate_reports::Verdict;
 
 leakgate::global_allocator!();
 
+// Boxed on purpose: one block per iteration, as a registry of boxed entries keeps.
+#[allow(clippy::vec_box)]
 #[inline(never)]
 fn keep_forever(registry: &mut Vec<Box<[u8; 40]>>, i: usize) {
     registry.push(black_box(Box::new([i as u8; 40])));
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
             Scenario::new("conclusion/registry")
                 .iterations(50)
                 .setup(|_| Vec::new())
-                .iterate(|registry, i| keep_forever(registry, i))
+                .iterate(keep_forever)
                 .expect_leak(Resource::Heap)
                 .expect_site("conclusion::keep_forever"),
         )
