@@ -13,12 +13,13 @@ out="${LEAKGATE_REPORT_DIR:-$PWD/target/leakgate/gate}"
 rm -f "$out/report.json" "$out/report.lock"
 status=0
 read -r -a profile <<<"${PROFILE_ARGS:-}"
+profile+=(-p leakgate-scenarios)
 case "${RUNNER:-cargo test}" in
   "cargo test")
-    LEAKGATE_REPORT_DIR="$out" cargo test "${profile[@]}" -p leakgate-scenarios --test selftest --test engines || status=$?
+    LEAKGATE_REPORT_DIR="$out" cargo test "${profile[@]}" --no-fail-fast --test selftest --test engines || status=$?
     ;;
   "cargo nextest run")
-    LEAKGATE_REPORT_DIR="$out" cargo nextest run "${profile[@]}" -p leakgate-scenarios --test selftest --test engines --no-fail-fast || status=$?
+    LEAKGATE_REPORT_DIR="$out" cargo nextest run "${profile[@]}" --test selftest --test engines --no-fail-fast || status=$?
     ;;
   *)
     echo "ci/gate.sh: RUNNER=${RUNNER} is neither 'cargo test' nor 'cargo nextest run'" >&2

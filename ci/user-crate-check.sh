@@ -39,7 +39,7 @@ status=0
 LEAKGATE_REPORT_DIR="$work/cargo-test" cargo test --test leaks >"$work/cargo-test.log" 2>&1 || status=$?
 # Its output holds a deliberate FAILED line: shown only when this check fails.
 trap 'cat "$work/cargo-test.log" "$work/nextest.log" 2>/dev/null; rm -rf "$work"' EXIT
-[ "$status" -ne 0 ] || { echo "FAIL: the leaky scenario did not fail the run"; exit 1; }
+[ "$status" -eq 101 ] || { echo "FAIL: cargo test exited $status, not 101 (the leaky scenario failing)"; exit 1; }
 verdicts "$work/cargo-test/report.json" | tee "$work/cargo-test.verdicts"
 expected="user/bounded_cache pass - - -
 user/lazy_static pass - - -
@@ -52,7 +52,7 @@ command -v cargo-nextest >/dev/null 2>&1 || { echo "FAIL: cargo-nextest is not i
 echo "== cargo nextest run (one process per test, each scenario in a child of it)"
 status=0
 LEAKGATE_REPORT_DIR="$work/nextest" cargo nextest run --test leaks --no-fail-fast >"$work/nextest.log" 2>&1 || status=$?
-[ "$status" -ne 0 ] || { echo "FAIL: nextest passed the leaky scenario"; exit 1; }
+[ "$status" -eq 100 ] || { echo "FAIL: nextest exited $status, not 100 (the leaky scenario failing)"; exit 1; }
 verdicts "$work/nextest/report.json" > "$work/nextest.verdicts"
 diff "$work/cargo-test.verdicts" "$work/nextest.verdicts" || { echo "FAIL: cargo test and nextest disagree"; exit 1; }
 echo "cargo test and cargo nextest run agree"

@@ -4,13 +4,16 @@ its findings, the crash cause. Two runs agree when these lines are the same.
 
     python3 ci/verdicts.py REPORT            # the lines
     python3 ci/verdicts.py REPORT OTHER      # exit 1, with a diff, if they differ
+
+OTHER may hold a subset of REPORT's scenarios (a gate run next to a whole-workspace
+run): the scenarios of OTHER are compared, and each must be in REPORT.
 """
 import difflib
 import json
 import sys
 
 
-def lines(path):
+def lines(path, names=None):
     try:
         with open(path) as f:
             report = json.load(f)
@@ -18,6 +21,8 @@ def lines(path):
         sys.exit(f"verdicts: cannot read {path}: {error}")
     out = []
     for s in sorted(report["scenarios"], key=lambda s: s["name"]):
+        if names is not None and s["name"] not in names:
+            continue
         findings = ",".join(sorted(f["resource"] for f in s["findings"])) or "-"
         crash = (s.get("crash") or {}).get("cause", "-")
         out.append(f"{s['name']} {s['verdict']} findings={findings} crash={crash}")
@@ -30,7 +35,12 @@ def main(args):
         return 0
     if len(args) != 2:
         sys.exit(__doc__)
-    a, b = lines(args[0]), lines(args[1])
+    b = lines(args[1])
+    names = {line.split(" ", 1)[0] for line in b}
+    a = lines(args[0], names)
+    if not b:
+        print(f"verdicts: {args[1]} holds no scenario")
+        return 1
     if a == b:
         print(f"verdicts agree: {len(a)} scenarios ({args[0]} and {args[1]})")
         return 0

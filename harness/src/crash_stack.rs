@@ -17,6 +17,8 @@ use crate::maps::{self, Mapping};
 
 /// Starts the line the handler writes.
 const MARKER: &str = "leakgate-fault-stack";
+/// The word after [`MARKER`] when the fault was the stack running out.
+const OVERFLOW: &str = "overflow";
 /// Return addresses written at most: enough to see a recursion repeat.
 const MAX_FRAMES: usize = 48;
 
@@ -38,6 +40,16 @@ pub(crate) fn from_stderr(stderr: &str, child: &[Mapping]) -> Vec<Frame> {
         .map(|ip| maps::translate(ip, child, &here).unwrap_or(ip))
         .collect();
     crate::symbolize::symbolize_fault(&ips)
+}
+
+/// Whether the handler saw the fault as the stack running out (see
+/// `is_stack_overflow`), even where the runtime did not say so.
+pub(crate) fn overflowed(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(MARKER))
+        .is_some_and(|rest| rest.split_whitespace().next() == Some(OVERFLOW))
 }
 
 /// `stderr` without the handler's line, which means nothing to people.
@@ -79,7 +91,7 @@ pub(crate) fn recursion(stack: &[Frame]) -> Option<&str> {
 mod platform {
     use std::sync::OnceLock;
 
-    use super::{MARKER, MAX_FRAMES};
+    use super::{MARKER, MAX_FRAMES, OVERFLOW};
 
     /// The handlers this one replaced, put back before the fault repeats.
     static PREVIOUS: OnceLock<[(libc::c_int, Action); 2]> = OnceLock::new();
@@ -123,7 +135,7 @@ mod platform {
         let _ = PREVIOUS.set(stored);
     }
 
-    /// The handler: async-signal-safe (no allocation, no locks, one `write`).
+    /// The handler: no allocation, no locks of ours, one `write`.
     extern "C" fn on_fault(
         signal: libc::c_int,
         info: *mut libc::siginfo_t,
@@ -134,6 +146,12 @@ mod platform {
         if !context.is_null() {
             // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t.
             let (ip, fp, sp) = unsafe { registers(&*(context as *const libc::ucontext_t)) };
+            // SAFETY: `info` is the kernel's siginfo_t for a fault, which carries an address.
+            let address = (!info.is_null()).then(|| unsafe { (*info).si_addr() } as usize);
+            if address.is_some_and(|address| is_stack_overflow(address, sp)) {
+                line.push_str(" ");
+                line.push_str(OVERFLOW);
+            }
             let mut unwound = [0usize; MAX_FRAMES];
             let len = unwind_from(ip, &mut unwound);
             if len > 0 {
@@ -197,13 +215,30 @@ mod platform {
         )
     }
 
+    /// Whether a fault at `address`, with the stack pointer at `sp`, is the stack running
+    /// out: the address lies just below (or at) the stack pointer, and the stack pointer
+    /// near the end of the thread's stack where its bounds are known. Rust's own handler
+    /// says so only for faults in the guard page; code without stack probes (C, jemalloc
+    /// inside the allocator) can fault further down.
+    fn is_stack_overflow(address: usize, sp: usize) -> bool {
+        const REACH: usize = 1 << 20;
+        let (low, _) = crate::alloc::stack::cached_stack_bounds();
+        let below_sp = address <= sp.saturating_add(4096) && sp.saturating_sub(address) < REACH;
+        let at_the_end = low == 0 || sp.saturating_sub(low) < REACH;
+        below_sp && at_the_end
+    }
+
     /// When this process has no usable frame pointers (a crate built without them), the
     /// faulting thread's stack by DWARF unwinding, through the signal frame: `frames`
     /// gets the fault address `ip` then the return addresses above it. Returns 0 when
     /// frame pointers are usable or the unwinder does not reach `ip`. libgcc's unwinder
     /// takes no lock of ours and does not allocate once warmed up (by `detect`).
     fn unwind_from(ip: usize, frames: &mut [usize; MAX_FRAMES]) -> usize {
-        if crate::alloc::stack::detect() == crate::alloc::stack::Method::FramePointers {
+        // Not from inside the tracker: the fault may have hit the unwinder itself, which
+        // the allocator runs to capture sites, and unwinding again there could hang.
+        if crate::alloc::stack::detect() == crate::alloc::stack::Method::FramePointers
+            || crate::alloc::inside_tracker()
+        {
             return 0;
         }
         let mut len = 0;
@@ -326,5 +361,11 @@ mod tests {
             addresses(Some("leakgate-fault-stack 1f zz 0x20")),
             [0x1f, 0x20]
         );
+        assert_eq!(
+            addresses(Some("leakgate-fault-stack overflow 1f 20")),
+            [0x1f, 0x20]
+        );
+        assert!(overflowed("x\nleakgate-fault-stack overflow 1f 20\n"));
+        assert!(!overflowed("leakgate-fault-stack 1f 20\n"));
     }
 }

@@ -101,9 +101,14 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
     let mut streamed = Streamed::read(&String::from_utf8_lossy(&channel_bytes));
     streamed.resolve_sites();
     let fault_stack = crate::crash_stack::from_stderr(&stderr, &streamed.mappings);
+    let overflowed = crate::crash_stack::overflowed(&stderr);
     let stderr = crate::crash_stack::without_marker(&stderr);
     let output = format!("{stdout}{stderr}");
-    let crash = classify(status, timed_out.then_some(timeout), &streamed, &stderr);
+    let fault = Fault {
+        timed_out: timed_out.then_some(timeout),
+        overflowed,
+    };
+    let crash = classify(status, fault, &streamed, &stderr);
     let outcome = match (crash, streamed.measurement) {
         (None, Some(measurement)) => Outcome::Finished(measurement),
         (crash, _) => {
@@ -249,13 +254,27 @@ impl Streamed {
     }
 }
 
+/// What the runner saw of how a child ended, besides its exit status and output.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fault {
+    /// The timeout, when the runner killed it for running past it.
+    pub timed_out: Option<Duration>,
+    /// Its fault handler saw the fault as the stack running out.
+    pub overflowed: bool,
+}
+
+/// The message for a stack overflow the runtime did not report.
+const SILENT_OVERFLOW: &str = "the thread overflowed its stack, faulting below the stack \
+     pointer in code without stack probes (C code, or the allocator)";
+
 /// Why the child did not finish normally, or `None` if it did.
 pub(crate) fn classify(
     status: ExitStatus,
-    timed_out: Option<Duration>,
+    fault: Fault,
     streamed: &Streamed,
     stderr: &str,
 ) -> Option<Crash> {
+    let timed_out = fault.timed_out;
     let crash = |cause, message: Option<String>| {
         let mut crash = Crash::new(cause, streamed.phase(), message);
         crash.signal = status
@@ -288,7 +307,11 @@ pub(crate) fn classify(
     }
     let overflow = stderr
         .lines()
-        .find(|l| l.contains("has overflowed its stack"));
+        .find(|l| l.contains("has overflowed its stack"))
+        .or_else(|| {
+            let fault_signal = matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS));
+            (fault.overflowed && fault_signal).then_some(SILENT_OVERFLOW)
+        });
     if let Some(signal) = status.signal() {
         let cause = match (overflow, signal) {
             (Some(_), _) => CrashCause::StackOverflow,
@@ -365,17 +388,39 @@ mod tests {
         let abort = ExitStatus::from_raw(libc::SIGABRT);
         let text =
             "\nthread 'main' has overflowed its stack\nfatal runtime error: stack overflow\n";
-        let crash = classify(abort, None, &s, text).unwrap();
+        let crash = classify(abort, Fault::default(), &s, text).unwrap();
         assert_eq!(
             (crash.cause, crash.signal.as_deref()),
             (CrashCause::StackOverflow, Some("SIGABRT"))
         );
         assert_eq!(crash.phase, "iteration 0");
         assert_eq!(
-            classify(abort, None, &s, "").unwrap().cause,
+            classify(abort, Fault::default(), &s, "").unwrap().cause,
             CrashCause::Abort
         );
-        let segv = classify(ExitStatus::from_raw(libc::SIGSEGV), None, &s, "").unwrap();
+        let segv = classify(
+            ExitStatus::from_raw(libc::SIGSEGV),
+            Fault::default(),
+            &s,
+            "",
+        )
+        .unwrap();
+        // A fault the handler saw below the stack pointer, at the stack's end: an
+        // overflow the runtime did not report (inside C code or the allocator).
+        let silent = Fault {
+            timed_out: None,
+            overflowed: true,
+        };
+        let overflow = classify(ExitStatus::from_raw(libc::SIGSEGV), silent, &s, "").unwrap();
+        assert_eq!(overflow.cause, CrashCause::StackOverflow);
+        assert!(
+            overflow
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("overflowed its stack"),
+            "{overflow:?}"
+        );
         assert_eq!(
             (segv.cause, segv.signal.as_deref()),
             (CrashCause::Signal, Some("SIGSEGV"))
@@ -387,19 +432,17 @@ mod tests {
         let mut s = streamed(&[r#"{"event":"at","phase":"setup","iteration":null}"#]);
         let exited = |code: i32| ExitStatus::from_raw(code << 8);
         assert_eq!(
-            classify(exited(0), None, &s, "").unwrap().cause,
+            classify(exited(0), Fault::default(), &s, "").unwrap().cause,
             CrashCause::Exit
         );
-        let timeout = classify(
-            ExitStatus::from_raw(libc::SIGKILL),
-            Some(Duration::from_secs(2)),
-            &s,
-            "",
-        )
-        .unwrap();
+        let timed_out = Fault {
+            timed_out: Some(Duration::from_secs(2)),
+            overflowed: false,
+        };
+        let timeout = classify(ExitStatus::from_raw(libc::SIGKILL), timed_out, &s, "").unwrap();
         assert_eq!((timeout.cause, timeout.signal), (CrashCause::Timeout, None));
         s.panic = Some("boom at src/lib.rs:1:1".to_owned());
-        let panic = classify(exited(101), None, &s, "").unwrap();
+        let panic = classify(exited(101), Fault::default(), &s, "").unwrap();
         assert_eq!(
             (panic.cause, panic.exit_code, panic.phase.as_str()),
             (CrashCause::Panic, Some(101), "setup")

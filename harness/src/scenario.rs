@@ -150,7 +150,8 @@ pub(crate) const MIN_ITERATIONS: usize = 2;
 
 impl Spec {
     /// Whether the measured phase may stop early or be extended: not for scenarios whose
-    /// verdict needs the whole planned run (a peak budget, scaling, a pinned crash).
+    /// verdict needs the whole planned run (a peak budget, scaling, a pinned crash), nor
+    /// under a memory limit, which the checks' own allocations would count toward.
     pub(crate) fn adaptive(&self) -> bool {
         let p = &self.policy;
         p.peak_budget.is_none()
@@ -173,6 +174,12 @@ impl Spec {
         {
             return Some(format!(
                 "expect_site({site:?}) with nothing expected: add expect_leak(..) or expect_crash(..)"
+            ));
+        }
+        if let Some(cause @ (CrashCause::MemoryLimit | CrashCause::Harness)) = policy.expect_crash {
+            return Some(format!(
+                "expect_crash({cause:?}) can never pass: pin a leak at the memory limit with \
+                 expect_leak(Resource::Peak); a harness error is never the code's crash"
             ));
         }
         if policy.expect_growth.is_some() && self.scaling.len() < 2 {

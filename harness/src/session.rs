@@ -261,7 +261,9 @@ impl<'a, S> Session<'a, S> {
     fn measure(&mut self, state: &mut S, probe: &Probe) {
         let spec = &self.scenario.spec;
         let planned = self.measured;
-        let adaptive = self.config.adaptive && spec.adaptive();
+        // Not under a memory limit either: the checks' own allocations count toward it.
+        let adaptive =
+            self.config.adaptive && self.config.memory_limit.is_none() && spec.adaptive();
         let limit = if adaptive {
             planned * EXTENSION
         } else {
@@ -273,7 +275,8 @@ impl<'a, S> Session<'a, S> {
             .clamp(MIN_ITERATIONS, planned.max(MIN_ITERATIONS));
         let every = (planned / 10).max(5);
         let started = Instant::now();
-        let mut planned_took = Duration::MAX;
+        // The time budget of an extension: as long again as the planned part took.
+        let mut extension_until = None;
         let mut extended = false;
         let iterate = self.scenario.iterate.as_mut().expect("checked by `run`");
         for i in 0..limit {
@@ -292,20 +295,27 @@ impl<'a, S> Session<'a, S> {
             }
             let ran = i + 1;
             if ran == planned {
-                planned_took = started.elapsed();
+                extension_until = Some(started + started.elapsed() * 2);
             }
-            if !adaptive || ran < min || (ran < planned && ran % every != 0) {
-                if ran >= planned {
+            let due = ran >= min && (ran == planned || ran % every == 0);
+            if !adaptive || !due {
+                if ran >= planned && !extended {
                     break;
                 }
                 continue;
             }
-            let now = self.config.sites.then(|| {
-                let (raw, _) = sites::survivors(ran as u32);
-                attribution::unsymbolized(&raw)
-            });
-            let policy = &self.scenario.spec.policy;
-            match verdict::progress(&self.m, now.as_deref().unwrap_or(&[]), policy, planned) {
+            let in_budget = extension_until.is_none_or(|until| Instant::now() < until);
+            // The check's own allocations are the harness's: never sites of the scenario.
+            let progress = {
+                let _untracked = crate::alloc::ReentrancyGuard::enter();
+                let now = self.config.sites.then(|| {
+                    let (raw, _) = sites::survivors(ran as u32);
+                    attribution::unsymbolized(&raw)
+                });
+                let policy = &self.scenario.spec.policy;
+                verdict::progress(&self.m, now.as_deref().unwrap_or(&[]), policy, planned)
+            };
+            match progress {
                 Progress::Conclusive(reason) if ran < planned => {
                     append_within(
                         &mut self.adaptation,
@@ -315,9 +325,7 @@ impl<'a, S> Session<'a, S> {
                     );
                     break;
                 }
-                Progress::Ambiguous(reason)
-                    if !extended && started.elapsed() < planned_took * 2 =>
-                {
+                Progress::Ambiguous(reason) if !extended && in_budget => {
                     extended = true;
                     append_within(
                         &mut self.adaptation,
@@ -327,7 +335,7 @@ impl<'a, S> Session<'a, S> {
                         ),
                     );
                 }
-                Progress::Ambiguous(_) if started.elapsed() < planned_took * 2 => {}
+                Progress::Ambiguous(_) if in_budget => {}
                 _ if ran >= planned => break,
                 _ => {}
             }

@@ -1,7 +1,9 @@
 //! Leakgate's files in the system temp directory: scenarios' scratch directories and
-//! the parent's channel files. Each name carries the id of the process that owns it
-//! (`leakgate-<pid>-…`, `leakgate-channel-<pid>-…`), so a later run can remove what a
-//! killed run left behind ([`remove_stale`]) without touching a live run's files. A
+//! the parent's channel files. Each name carries the id of the runner process that owns
+//! it (`leakgate-<pid>-…`, `leakgate-channel-<pid>-…`): the parent, which removes or keeps
+//! a scratch directory once it has judged the run, also when the child that made it has
+//! died. So a later run can remove what a killed run left behind ([`remove_stale`])
+//! without touching a live run's files. A
 //! scratch directory kept for a failed scenario is renamed `leakgate-kept-…`, which no
 //! cleanup removes.
 
@@ -14,13 +16,14 @@ const CHANNEL: &str = "channel-";
 /// Prefix of a kept scratch directory, after [`PREFIX`].
 const KEPT: &str = "kept-";
 
-/// Creates a scratch directory for `scenario`, owned by this process. It is not removed
-/// on drop: the parent removes it once it has judged the run, or keeps it.
+/// Creates a scratch directory for `scenario` in a child, owned by its parent (the
+/// runner). It is not removed on drop: the parent removes it once it has judged the run,
+/// or keeps it.
 pub(crate) fn scratch_dir(scenario: &str) -> std::io::Result<PathBuf> {
     let dir = tempfile::Builder::new()
         .prefix(&format!(
             "{PREFIX}{}-{}-",
-            std::process::id(),
+            std::os::unix::process::parent_id(),
             file_safe(scenario)
         ))
         .tempdir()?;

@@ -11,16 +11,18 @@
 //! Descriptors, threads and files leak when, after settling, there are more than at the
 //! baseline (beyond their tolerance, default 0): each one is named. Memory and disk
 //! bytes fluctuate, so they leak when, after settling, they are above the baseline by
-//! more than the tolerance *and* were still growing: the per-iteration series has a
-//! positive robust (Theil–Sen) slope, set new highs in at least two iterations, and its
-//! floor (the lowest value of its last quarter against its first) rose. That lets
-//! through a lazy static made mid-run (one step), a cache that fills early and then
-//! evicts, a buffer that grows and then stays (no slope once most pairs of iterations see
-//! no change), and a sawtooth such as a WAL truncated by checkpoints (its floor stays),
-//! and catches steady leaks, every-k-th-iteration leaks and amortised growth
-//! such as a `Vec` that keeps doubling. Surviving blocks grouped by site attribute the
-//! growth; sites whose survivors span most of the run are ranked first, since a leak
-//! leaves blocks from every part of the run and a bounded cache only from its end.
+//! more than the tolerance *and* grew to the end of the run ([`Trend`]): a positive
+//! robust (Theil–Sen) slope, new highs above the series' noise in at least two
+//! iterations, a floor that rose, and no plateau ([`Persistence`]). That lets through a
+//! lazy static made mid-run (one step), caches that fill early or slowly and then evict,
+//! a buffer that grows and then stays, and a sawtooth such as a WAL truncated by
+//! checkpoints, and catches steady leaks, every-k-th-iteration leaks, leaks that start
+//! late and amortised growth such as a `Vec` that keeps doubling. Surviving blocks
+//! grouped by site convict on their own when they accumulate over the whole run
+//! ([`accumulates`]) while the live block count grows with them, so a leak hidden under
+//! churn is found; accumulating sites rank first, since a leak leaves blocks from every
+//! part of the run and a bounded cache only from its end. [`progress`] makes the
+//! runner's mid-run decisions (stop early, extend) from the same rules.
 
 use leakgate_reports::{Crash, CrashCause, Finding, Resource, ScalePoint, Scaling, Site, Verdict};
 
@@ -215,11 +217,16 @@ pub(crate) fn progress(
     }
     let heap_tolerance = tolerance(policy, Resource::Heap);
     let heap_noise = trends.first().map_or(0, |(_, t)| t.noise) as i64;
-    if let Some(site) = sites.iter().find(|s| {
-        accumulates(s)
-            && s.iterations as usize * 10 >= done * 9
-            && s.bytes as i64 > heap_tolerance.saturating_add(heap_noise)
-    }) {
+    let accumulating = accumulating_sites(
+        sites,
+        Some(baseline),
+        samples.last().copied(),
+        heap_tolerance.saturating_add(heap_noise),
+    );
+    if let Some(site) = accumulating
+        .iter()
+        .find(|s| s.iterations as usize * 10 >= done * 9)
+    {
         return Progress::Conclusive(format!(
             "leaking: a site kept blocks from {} of {done} iterations, {} in all",
             site.iterations,
@@ -518,17 +525,44 @@ fn c_heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     (finding.growth > rust_growth).then_some(finding)
 }
 
-/// The heap leaks when its total grew to the end of the run (see [`Trend`]), or when a
-/// site's survivors accumulate over the whole run ([`accumulates`]) beyond the
-/// tolerance, even while other sites' churn hides that growth in the total.
-fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
-    let tolerance = tolerance(policy, Resource::Heap);
-    let accumulating: Vec<&Site> = m
-        .survivors
-        .sites
+/// The sites whose survivors accumulate ([`accumulates`]) beyond `tolerance`, when the
+/// process's live block count grew by at least half their blocks from `baseline` to
+/// `now`. The count is what tells a leak under churn (blocks replaced one for one, of
+/// random sizes: the bytes swing, the count does not) from a cache that was full before
+/// the baseline and evicts one old entry for each new one (the count stays flat).
+fn accumulating_sites(
+    sites: &[Site],
+    baseline: Option<leakgate_reports::Sample>,
+    now: Option<leakgate_reports::Sample>,
+    tolerance: i64,
+) -> Vec<&Site> {
+    let (Some(baseline), Some(now)) = (baseline, now) else {
+        return Vec::new();
+    };
+    let gained = now.heap_blocks as i64 - baseline.heap_blocks as i64;
+    let accumulating: Vec<&Site> = sites
         .iter()
         .filter(|s| accumulates(s) && s.bytes as i64 > tolerance)
         .collect();
+    let blocks: i64 = accumulating.iter().map(|s| s.blocks as i64).sum();
+    if gained * 2 >= blocks {
+        accumulating
+    } else {
+        Vec::new()
+    }
+}
+
+/// The heap leaks when its total grew to the end of the run (see [`Trend`]), or when a
+/// site's survivors accumulate over the whole run ([`accumulating_sites`]) beyond the
+/// tolerance, even while other sites' churn hides that growth in the total.
+fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
+    let tolerance = tolerance(policy, Resource::Heap);
+    let accumulating = accumulating_sites(
+        &m.survivors.sites,
+        m.series.baseline,
+        m.series.end,
+        tolerance,
+    );
     let (mut finding, hidden) =
         match growth_finding(m, policy, Resource::Heap, |s| Some(s.heap_bytes)) {
             Some(finding) => (finding, false),
@@ -585,7 +619,8 @@ fn heap_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
 fn peak_finding(m: &Measurement, policy: &Policy) -> Option<Finding> {
     let budget = policy.peak_budget?;
     let baseline = m.series.baseline?.heap_bytes;
-    // The measured iterations only: settling runs the verdict itself, which allocates.
+    // The measured iterations only: settling runs the verdict itself, which allocates
+    // (as do the adaptive checks, whose peaks stay in the samples they follow).
     let peak = m.series.iterations.iter().map(|s| s.heap_peak).max()?;
     let above = peak.saturating_sub(baseline);
     if above <= budget {
@@ -1007,6 +1042,8 @@ mod tests {
             24 * i as u64 + 16_384 + rng.u64(0..32_768) - 16_384
         });
         let mut m = measured(&s, *s.last().unwrap() - 20_000);
+        // One block more per iteration: the leak's; the churn replaces one for one.
+        m.series.end.as_mut().unwrap().heap_blocks = 300;
         assert!(!heap_leak(&s), "the total alone does not show it");
         m.survivors = Survivors {
             recorded: true,
@@ -1031,6 +1068,22 @@ mod tests {
             "{}",
             analysis.summary
         );
+    }
+
+    #[test]
+    fn passes_a_cache_full_before_the_baseline_that_evicts_one_old_entry_per_new_one() {
+        // 400 entries of 64 B filled in warm-up; each iteration adds one and evicts the
+        // oldest, made before the baseline: the new entries survive from every
+        // iteration, evenly, but the block count and the total stay flat.
+        let s = series(200, |_| 0);
+        let mut m = measured(&s, BASE);
+        m.survivors.recorded = true;
+        m.survivors.sites = vec![site(12_800, [50, 50, 50, 50], "cache::insert")];
+        let analysis = analyze(&m, &policy());
+        assert_eq!(analysis.verdict, Verdict::Pass, "{}", analysis.summary);
+        // The same site with the block count grown by one an iteration is a leak.
+        m.series.end.as_mut().unwrap().heap_blocks = 200;
+        assert_eq!(analyze(&m, &policy()).verdict, Verdict::Fail);
     }
 
     #[test]
@@ -1085,7 +1138,10 @@ mod tests {
         let mut sparse = site(128, [1, 0, 1, 0], "engine::every_fiftieth");
         (sparse.first_iteration, sparse.last_iteration) = (0, 50);
         assert_eq!(progress(&flat, &[sparse], &p, 200), Progress::Continue);
-        // A site with a block from every iteration so far: leaking, stop.
+        // A site with a block from every iteration so far, the block count grown with
+        // it: leaking, stop.
+        let mut leak = leak;
+        leak.series.iterations.last_mut().unwrap().heap_blocks = 100;
         match progress(
             &leak,
             &[site(1600, [25, 25, 25, 25], "engine::leak")],

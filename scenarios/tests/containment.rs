@@ -70,10 +70,12 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
             "iteration 2",
             "aborting at iteration 2",
         ),
+        // SIGABRT from the runtime's handler, or SIGSEGV when the overflow hits inside
+        // the allocator (no stack probes there), as ASLR decides: checked below.
         (
             "crash/stack_overflow",
             CrashCause::StackOverflow,
-            Some("SIGABRT"),
+            None,
             "iteration 1",
             "overflowed its stack",
         ),
@@ -103,8 +105,18 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
         let s = scenario(&report, name);
         assert_eq!(s.verdict, Verdict::Crashed, "{name}");
         let crash = s.crash.as_ref().unwrap();
+        let crash_signal = crash.signal.as_deref();
+        let crash_signal = if cause == CrashCause::StackOverflow {
+            assert!(
+                matches!(crash_signal, Some("SIGABRT" | "SIGSEGV")),
+                "{name}: {crash:?}"
+            );
+            None
+        } else {
+            crash_signal
+        };
         assert_eq!(
-            (crash.cause, crash.signal.as_deref(), crash.phase.as_str()),
+            (crash.cause, crash_signal, crash.phase.as_str()),
             (cause, signal, phase),
             "{name}"
         );
@@ -121,16 +133,18 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
         .crash
         .as_ref()
         .unwrap();
+    // The recursion fills the top of the stack (under the allocator's frames, when the
+    // overflow hit inside it).
+    let walks = overflow.stack.iter().take(12);
     assert!(
-        overflow
-            .stack
-            .iter()
-            .take(4)
-            .all(|f| f.function == "crash_fixture::walk"),
+        walks
+            .filter(|f| f.function == "crash_fixture::walk")
+            .count()
+            >= 4,
         "{overflow:?}"
     );
     assert!(
-        stdout.contains("; recursing through crash_fixture::walk\n  at crash_fixture::walk "),
+        stdout.contains("; recursing through crash_fixture::walk\n"),
         "{stdout}"
     );
     // In debug the innermost frame is the closure; release inlines it into `main`.

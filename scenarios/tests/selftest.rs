@@ -565,6 +565,8 @@ fn main() -> std::process::ExitCode {
         .scenario(
             Scenario::new("clean/lazy_statics")
                 .iterations(200)
+                // The whole run: the lazy static is made half way, after an early stop.
+                .min_iterations(200)
                 .iterate(|_, i| {
                     black_box(LOOKUP[i % 512]);
                     // Made once, in the middle of the measured iterations.
@@ -616,6 +618,20 @@ fn main() -> std::process::ExitCode {
                 })
                 .expect_leak(Resource::Heap)
                 .expect_site("selftest::remember_in_registry"),
+        )
+        // Full before the baseline, larger than the run: every iteration's entry
+        // survives, each evicting one made before the baseline; the block count stays.
+        .scenario(
+            Scenario::new("clean/cache_full_before_the_baseline")
+                .warmup(400)
+                .iterations(200)
+                .setup(|_| VecDeque::<Vec<u8>>::new())
+                .iterate(|cache, i| {
+                    cache.push_back(vec![i as u8; 64]);
+                    if cache.len() > 400 {
+                        cache.pop_front();
+                    }
+                }),
         )
         // Rises for a quarter of the run, then stays: a plateau, not a leak.
         .scenario(

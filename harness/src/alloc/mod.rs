@@ -128,6 +128,12 @@ thread_local! {
     static INSIDE_TRACKER: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether the current thread is inside leakgate's own bookkeeping (capturing a stack,
+/// say). Reads a const-initialised thread-local: safe in a signal handler.
+pub(crate) fn inside_tracker() -> bool {
+    INSIDE_TRACKER.with(Cell::get)
+}
+
 /// Marks the current thread as busy inside leakgate's own bookkeeping, so allocations it
 /// makes (symbolizing, collecting survivors, unwinding) are counted but never recorded as
 /// sites, and recording never recurses into itself. Restores the previous state on drop,
