@@ -8,7 +8,19 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 echo "-- cargo package -p leakgate-reports -p leakgate"
-cargo package -p leakgate-reports -p leakgate --allow-dirty
+# Packaging several workspace crates verifies each against the others through a local
+# overlay of crates.io. Cargo treats registry crates as immutable: it unpacks the overlay
+# copy into its registry cache and compiles it once per name and version, and reuses
+# both on later runs. A copy from an earlier run would then stand in for today's code,
+# so drop the unpacked copies and the builds of them first. None of these crates is on
+# crates.io, so nothing else lives under these names; the builds go to their own target
+# dir so that the workspace's own builds stay untouched.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+package_target="$repo/target/package-check"
+rm -rf "$cargo_home"/registry/src/*/leakgate-reports-* "$cargo_home"/registry/src/*/leakgate-[0-9]* \
+  "$cargo_home"/registry/cache/*/leakgate-reports-* "$cargo_home"/registry/cache/*/leakgate-[0-9]* \
+  "$package_target"/debug/.fingerprint/leakgate-reports-* "$package_target"/debug/deps/*leakgate_reports-*
+CARGO_TARGET_DIR="$package_target" cargo package -p leakgate-reports -p leakgate --allow-dirty
 
 echo "-- leakgate at its lowest declared dependency versions"
 work=$(mktemp -d)
