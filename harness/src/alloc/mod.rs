@@ -9,12 +9,13 @@
 //!              alloc                          dealloc
 //!   inner.alloc ─▶ counters::on_alloc    table in use? ─▶ sites::on_dealloc (remove)
 //!   recording? ─▶ sites::on_alloc        counters::on_dealloc ─▶ inner.dealloc
-//!                  (stack → site id → live table)
+//!                  (stack → site id → shadow or live table)
 //! ```
 
 mod counters;
 pub(crate) mod peak;
 mod raw;
+mod shadow;
 pub(crate) mod sites;
 pub(crate) mod stack;
 
@@ -79,11 +80,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
         // address and enter it.
         let tracked = sites::table_in_use();
         if tracked {
-            sites::prefetch(ptr);
+            sites::prefetch(ptr, layout.size());
         }
         counters::on_dealloc(layout.size());
         if tracked {
-            sites::on_dealloc(ptr);
+            sites::on_dealloc(ptr, layout.size());
         }
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -92,13 +93,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // As in `dealloc`: the old entry goes before `realloc` may free the old block.
-        let moved = sites::table_in_use().then(|| sites::take(ptr));
+        let moved = sites::table_in_use().then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if new.is_null() {
             // The old block is still live and still tagged.
             if let Some(entry) = moved {
-                sites::restore(ptr, entry);
+                sites::restore(entry);
             }
         } else {
             if let Some(entry) = moved {

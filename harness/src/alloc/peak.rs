@@ -79,6 +79,12 @@ pub(crate) fn disarm() {
     ARMED.store(false, Relaxed);
 }
 
+/// Whether live bytes are being counted per site (a peak budget is being judged).
+#[inline(always)]
+pub(crate) fn armed() -> bool {
+    ARMED.load(Relaxed)
+}
+
 #[inline]
 pub(crate) fn add(site: u32, bytes: u64) {
     if let Some(counter) = site_bytes(site) {

@@ -91,6 +91,37 @@ pub(crate) unsafe trait Zeroable: Copy {}
 // SAFETY: an integer; zero is a value like any other.
 unsafe impl Zeroable for u64 {}
 
+/// Maps `bytes` of zeroed memory that is never unmapped, without reserving swap for it:
+/// pages cost memory only once written. For sparse, address-indexed tables, so no huge
+/// pages (one written entry would make a whole 2 MiB resident). `None` when the kernel
+/// refuses.
+pub(crate) fn map_sparse(bytes: usize) -> Option<std::ptr::NonNull<u8>> {
+    // SAFETY: an anonymous private mapping touches no existing memory; the result is
+    // checked against MAP_FAILED before use.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return None;
+    }
+    std::ptr::NonNull::new(ptr.cast())
+}
+
+/// Gives the pages of `bytes` bytes at `ptr` (page-aligned, inside a [`map_sparse`]
+/// mapping) back to the kernel: they read as zero again and cost no memory until written.
+pub(crate) fn release_pages(ptr: *mut u8, bytes: usize) {
+    // SAFETY: MADV_DONTNEED on private anonymous memory only zeroes the range; callers
+    // pass a range inside a mapping of their own that is never unmapped.
+    unsafe { libc::madvise(ptr.cast(), bytes, libc::MADV_DONTNEED) };
+}
+
 /// A fixed-capacity array of `T` in its own anonymous mapping, zero-initialised.
 pub(crate) struct MmapBuf<T: Zeroable> {
     ptr: *mut T,

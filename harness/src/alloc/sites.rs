@@ -5,12 +5,14 @@
 //! live-block table; every free removes its entry. What is left after the run are the
 //! survivors, grouped by site. Only the sites that end up in a report are symbolized.
 //!
-//! The live-block table is split into shards by address, each an open-addressing table
-//! under its own spin lock, so two threads rarely meet. The site interner sits behind a
-//! per-thread cache of recently seen stack hashes, so a hot site costs no lock at all.
-//! Both live in `mmap`ed memory (see `raw`): 16 bytes per live block at a load factor
-//! between 0.25 and 0.5, so 32 to 64 bytes of bookkeeping per tracked block and short
-//! probe sequences.
+//! Blocks of up to [`shadow::MAX_SIZE`] bytes at 16-byte-aligned addresses are tagged in
+//! the [`shadow`]: a map indexed by address, where blocks allocated together have their
+//! tags together and no lock is taken. Other blocks go in the live-block table, split into shards by address, each an
+//! open-addressing table under its own spin lock, so two threads rarely meet: 16 bytes per
+//! live block at a load factor between 0.25 and 0.5, so 32 to 64 bytes of bookkeeping per
+//! tracked block and short probe sequences. The site interner sits behind a per-thread
+//! cache of recently seen stack hashes, so a hot site costs no lock at all. All of it lives
+//! in `mmap`ed memory (see `raw`), invisible to the heap counters.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -18,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use super::ReentrancyGuard;
 use super::peak;
 use super::raw::{MmapBuf, SpinLock, Zeroable};
+use super::shadow::{self, Shadow};
+#[cfg(test)]
+use super::stack::StackHash;
 use super::stack::{self, DEPTH};
 
 static RECORDING: AtomicBool = AtomicBool::new(false);
@@ -40,6 +45,7 @@ pub(crate) fn table_in_use() -> bool {
 /// Starts recording sites; blocks allocated from now on are tagged with `iteration`.
 pub fn start(iteration: u32) -> stack::Method {
     let method = stack::detect();
+    SHADOW.prepare();
     ITERATION.store(iteration, Relaxed);
     TABLE_IN_USE.store(true, Relaxed);
     RECORDING.store(true, Relaxed);
@@ -65,6 +71,8 @@ pub fn clear() {
         shard.clear();
         publish(index, &shard.slots);
     }
+    SHADOW.clear();
+    SHADOW_DECLINED.store(false, Relaxed);
     TABLE_IN_USE.store(false, Relaxed);
 }
 
@@ -74,43 +82,83 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
     let Some(_guard) = ReentrancyGuard::enter() else {
         return;
     };
-    prefetch(address);
+    prefetch(address, size);
     let site = current_site();
-    let block = LiveBlock::new(address as usize, size, site, ITERATION.load(Relaxed));
-    shard_of(block.address).lock().insert(block);
-    // The stored size, so the subtraction at free matches (large sizes are rounded).
-    peak::add(site, block.size());
+    enter(LiveBlock::new(
+        address as usize,
+        size,
+        site,
+        ITERATION.load(Relaxed),
+    ));
 }
 
 /// Removes a freed block's entry, if it has one. Called while [`table_in_use`].
 #[inline(never)]
-pub(crate) fn on_dealloc(address: *mut u8) {
+pub(crate) fn on_dealloc(address: *mut u8, size: usize) {
+    // A small block's tag is read only to take its bytes off its site's count at the
+    // peak, or when it may be in the table instead. Otherwise the tag is cleared without
+    // being read: a store does not wait for the cache line as a load does.
     let address = address as usize;
-    let removed = shard_of(address).lock().remove(address);
+    if shadow::suits(address, size) && !peak::armed() && !SHADOW_DECLINED.load(Relaxed) {
+        SHADOW.forget(address);
+    } else {
+        withdraw(address, size);
+    }
+}
+
+/// Small blocks' tags, by address.
+static SHADOW: Shadow = Shadow::new();
+/// Whether a block that suits the shadow went to the table because the shadow could not
+/// take it: only then must such a block missing from the shadow be looked for there.
+static SHADOW_DECLINED: AtomicBool = AtomicBool::new(false);
+
+/// Enters a block in the shadow or, when it is large or the shadow declines, the table.
+#[inline(always)]
+fn enter(block: LiveBlock) {
+    let size = block.size();
+    let suits = shadow::suits(block.address, size as usize);
+    if !(suits && SHADOW.insert(block.address, block.packed)) {
+        if suits {
+            SHADOW_DECLINED.store(true, Relaxed);
+        }
+        shard_of(block.address).lock().insert(block);
+    }
+    // The stored size, so the subtraction at free matches (large sizes are rounded).
+    peak::add(block.site(), size);
+}
+
+/// Takes the entry of a `size`-byte block out of wherever [`enter`] put it.
+fn withdraw(address: usize, size: usize) -> Option<LiveBlock> {
+    let removed = if shadow::suits(address, size) {
+        match SHADOW.remove(address) {
+            Some(packed) => Some(LiveBlock { address, packed }),
+            None if SHADOW_DECLINED.load(Relaxed) => shard_of(address).lock().remove(address),
+            None => None,
+        }
+    } else {
+        shard_of(address).lock().remove(address)
+    };
     if let Some(block) = removed {
         peak::sub(block.site(), block.size());
     }
+    removed
 }
 
 /// The entry of a block about to be reallocated, taken out of the table.
 #[derive(Clone, Copy)]
 pub(crate) struct Taken(Option<LiveBlock>);
 
-/// Takes `address`'s entry out before `realloc` may free the block.
+/// Takes the entry of `address`, a block of `size` bytes, out before `realloc` may free
+/// the block.
 #[inline(never)]
-pub(crate) fn take(address: *mut u8) -> Taken {
-    let removed = shard_of(address as usize).lock().remove(address as usize);
-    if let Some(block) = removed {
-        peak::sub(block.site(), block.size());
-    }
-    Taken(removed)
+pub(crate) fn take(address: *mut u8, size: usize) -> Taken {
+    Taken(withdraw(address as usize, size))
 }
 
 /// Puts an entry back after a failed `realloc` left the block where it was.
-pub(crate) fn restore(address: *mut u8, taken: Taken) {
+pub(crate) fn restore(taken: Taken) {
     if let Some(block) = taken.0 {
-        shard_of(address as usize).lock().insert(block);
-        peak::add(block.site(), block.size());
+        enter(block);
     }
 }
 
@@ -121,17 +169,19 @@ pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
     if recording() {
         on_alloc(new, new_size);
     } else if let Some(block) = taken.0 {
-        let moved = LiveBlock::new(new as usize, new_size, block.site(), block.iteration());
-        shard_of(moved.address).lock().insert(moved);
-        peak::add(moved.site(), moved.size());
+        enter(LiveBlock::new(
+            new as usize,
+            new_size,
+            block.site(),
+            block.iteration(),
+        ));
     }
 }
 
 fn current_site() -> u32 {
     let mut frames = [0usize; DEPTH];
-    let len = stack::capture(&mut frames);
+    let (len, hash) = stack::capture(&mut frames);
     let frames = &frames[..len];
-    let hash = hash_frames(frames);
     if let Some(site) = SITE_CACHE.with(|cache| cache.get(hash)) {
         return site;
     }
@@ -140,16 +190,6 @@ fn current_site() -> u32 {
         SITE_CACHE.with(|cache| cache.put(hash, site));
     }
     site
-}
-
-/// FxHash-style mixing; 0 is reserved for empty slots. Two stacks with the same 64-bit
-/// hash are treated as one site: at 10⁵ sites the chance of that is about 10⁻⁹.
-fn hash_frames(frames: &[usize]) -> u64 {
-    let mut hash = frames.len() as u64;
-    for &frame in frames {
-        hash = (hash.rotate_left(5) ^ frame as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    hash.max(1)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -404,10 +444,15 @@ fn publish(shard: usize, slots: &MmapBuf<LiveBlock>) {
     VIEWS[shard].capacity.store(slots.capacity(), Relaxed);
 }
 
-/// Starts loading the table line that `address`'s entry lives in, so the cache miss
-/// overlaps the work done before the table is touched (the stack walk, the counters).
+/// Starts loading the table line that the entry of `address`, a block of `size` bytes,
+/// lives in, so the cache miss overlaps the work done before the table is touched (the
+/// stack walk, the counters). Tags in the shadow need none: they sit next to the tags of
+/// the blocks allocated just before.
 #[inline(always)]
-pub(crate) fn prefetch(address: *mut u8) {
+pub(crate) fn prefetch(address: *mut u8, size: usize) {
+    if shadow::suits(address as usize, size) {
+        return;
+    }
     let view = &VIEWS[shard_index(address as usize)];
     let capacity = view.capacity.load(Relaxed);
     if capacity == 0 {
@@ -536,6 +581,11 @@ pub(crate) fn survivors(measured: u32) -> (Vec<SiteSurvivors>, u32) {
         let live = shard.slots.as_slice().iter().filter(|b| b.address != 0);
         blocks.extend(live.take(room).map(|b| (b.site(), b.iteration(), b.size())));
     }
+    // No lock is held here, so growing `blocks` is safe.
+    SHADOW.for_each(|address, packed| {
+        let block = LiveBlock { address, packed };
+        blocks.push((block.site(), block.iteration(), block.size()));
+    });
     blocks.sort_unstable();
     let mut iterations: Vec<u32> = blocks.iter().map(|b| b.1).collect();
     iterations.sort_unstable();
@@ -563,10 +613,10 @@ pub(crate) fn survivors(measured: u32) -> (Vec<SiteSurvivors>, u32) {
     (sites, iterations.len() as u32)
 }
 
-/// Bookkeeping memory: `(tagged blocks, bytes of the live-block table, bytes of the
-/// site interner)`.
+/// Bookkeeping memory: `(tagged blocks, bytes of the live-block table and the shadow,
+/// bytes of the site interner)`.
 pub fn bookkeeping() -> (usize, usize, usize) {
-    let (mut blocks, mut table) = (0, 0);
+    let (mut blocks, mut table) = (SHADOW.count(), SHADOW.footprint());
     for shard in &LIVE {
         let shard = shard.0.lock();
         blocks += shard.len;
@@ -578,9 +628,9 @@ pub fn bookkeeping() -> (usize, usize, usize) {
     (blocks, table, interned)
 }
 
-/// Tagged blocks still live, across all shards.
+/// Tagged blocks still live.
 pub(crate) fn live_tagged_blocks() -> usize {
-    LIVE.iter().map(|s| s.0.lock().len).sum()
+    SHADOW.count() + LIVE.iter().map(|s| s.0.lock().len).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -633,11 +683,11 @@ mod tests {
         let stacks: Vec<Vec<usize>> = (0..3000).map(|i| vec![i, i + 1, 7]).collect();
         let ids: Vec<u32> = stacks
             .iter()
-            .map(|s| interner.intern(hash_frames(s), s))
+            .map(|s| interner.intern(StackHash::of(s), s))
             .collect();
         let again: Vec<u32> = stacks
             .iter()
-            .map(|s| interner.intern(hash_frames(s), s))
+            .map(|s| interner.intern(StackHash::of(s), s))
             .collect();
         assert_eq!(ids, again);
         assert_eq!(interner.len, 3000);

@@ -48,7 +48,7 @@ pub(crate) fn detect() -> Method {
 #[inline(never)]
 fn frame_pointers_agree_with_dwarf() -> bool {
     let mut by_fp = [0usize; 6];
-    let fp_len = walk_frame_pointers(&mut by_fp);
+    let (fp_len, _) = walk_frame_pointers(&mut by_fp);
     let mut by_dwarf = [0usize; DEPTH];
     let dwarf_len = unwind_dwarf(&mut by_dwarf);
     let (by_fp, by_dwarf) = (&by_fp[..fp_len], &by_dwarf[..dwarf_len]);
@@ -62,15 +62,73 @@ fn frame_pointers_agree_with_dwarf() -> bool {
         .is_some_and(|at| by_dwarf[at..].starts_with(&by_fp[..4]))
 }
 
-/// Fills `frames` with return addresses, innermost first, and returns how many.
+/// Fills `frames` with return addresses, innermost first, and returns how many and
+/// their [`StackHash`].
 #[inline(always)]
-pub(crate) fn capture(frames: &mut [usize; DEPTH]) -> usize {
+pub(crate) fn capture(frames: &mut [usize; DEPTH]) -> (usize, u64) {
     if METHOD.load(Relaxed) == FRAME_POINTERS {
-        walk_frame_pointers(frames)
+        let (len, hash) = walk_frame_pointers(frames);
+        (len, hash.finish(len))
     } else {
-        unwind_dwarf(frames)
+        let len = unwind_dwarf(frames);
+        (len, StackHash::of(&frames[..len]))
     }
 }
+
+/// A hash of a stack, never 0 (it marks empty slots). Two stacks with the same 64-bit
+/// hash are treated as one site: at 10⁵ sites the chance of that is about 10⁻⁹.
+///
+/// Each frame is multiplied by a constant of its own position and the products summed,
+/// so the frame-pointer walk folds each frame in as it reads it: the multiplication
+/// overlaps the walk's next load, where a chained hash would wait for each in turn. A
+/// final mix spreads the sum's bits over the low bits that the caches index by.
+#[derive(Clone, Copy)]
+pub(crate) struct StackHash(u64);
+
+impl StackHash {
+    const fn new() -> Self {
+        Self(0)
+    }
+
+    #[inline(always)]
+    fn add(&mut self, position: usize, frame: usize) {
+        self.0 = self
+            .0
+            .wrapping_add((frame as u64).wrapping_mul(POSITION_CONSTANTS[position]));
+    }
+
+    fn finish(self, len: usize) -> u64 {
+        let sum = self.0.wrapping_add(len as u64);
+        let mixed = (sum ^ (sum >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed ^ (mixed >> 29)).max(1)
+    }
+
+    /// The hash of `frames` (at most [`DEPTH`]).
+    pub(crate) fn of(frames: &[usize]) -> u64 {
+        let mut hash = Self::new();
+        for (position, &frame) in frames.iter().enumerate() {
+            hash.add(position, frame);
+        }
+        hash.finish(frames.len())
+    }
+}
+
+/// Odd constants, one per frame position (SplitMix64 outputs with the low bit set): a
+/// multiplication by one loses no bit, and the same frames in another order hash apart.
+const POSITION_CONSTANTS: [u64; DEPTH] = {
+    let mut constants = [0u64; DEPTH];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut i = 0;
+    while i < DEPTH {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        constants[i] = (z ^ (z >> 31)) | 1;
+        i += 1;
+    }
+    constants
+};
 
 fn unwind_dwarf(frames: &mut [usize]) -> usize {
     let mut len = 0;
@@ -159,10 +217,11 @@ fn frame_pointer() -> usize {
 /// thread's stack and above the previous one before it is read, so a broken chain (code
 /// without frame pointers) ends the walk instead of reading wild memory.
 #[inline(always)]
-fn walk_frame_pointers(frames: &mut [usize]) -> usize {
+fn walk_frame_pointers(frames: &mut [usize]) -> (usize, StackHash) {
     let (low, high) = stack_bounds();
     let mut fp = frame_pointer();
     let mut len = 0;
+    let mut hash = StackHash::new();
     while len < frames.len() && fp >= low && fp.is_multiple_of(align_of::<usize>()) {
         if fp
             .checked_add(2 * size_of::<usize>())
@@ -181,11 +240,12 @@ fn walk_frame_pointers(frames: &mut [usize]) -> usize {
             break;
         }
         frames[len] = ret;
+        hash.add(len, ret);
         len += 1;
         if next <= fp {
             break;
         }
         fp = next;
     }
-    len
+    (len, hash)
 }
