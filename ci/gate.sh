@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${LEAKGATE_REPORT_DIR:-$PWD/target/leakgate/gate}"
 # Only the files this script's run writes; the directory may be the user's.
-rm -f "$out/report.json" "$out/report.lock"
+rm -f "$out/report.json" "$out/report.jsonl" "$out/report.lock"
 status=0
 read -r -a profile <<<"${PROFILE_ARGS:-}"
 profile+=(-p leakgate-scenarios)

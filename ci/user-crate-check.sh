@@ -17,11 +17,13 @@ export CARGO_TARGET_DIR="$repo/target/user-crate"
 unset RUSTFLAGS
 cd "$crate"
 
-verdicts() { # report.json -> "name verdict findings crash top-frame" lines, sorted
-  python3 - "$1" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-assert report["format_version"] == 1, report["format_version"]
+verdicts() { # report directory -> "name verdict findings crash top-frame" lines, sorted
+  python3 - "$1" "$repo/ci" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from leakgate_report import load
+report = load(sys.argv[1])
+assert report["format_version"] == 2, report["format_version"]
 for s in sorted(report["scenarios"], key=lambda s: s["name"]):
     sites = [site for f in s["findings"] for site in f["sites"]]
     stack = (s.get("crash") or {}).get("stack") or []
@@ -40,7 +42,7 @@ LEAKGATE_REPORT_DIR="$work/cargo-test" cargo test --test leaks >"$work/cargo-tes
 # Its output holds a deliberate FAILED line: shown only when this check fails.
 trap 'cat "$work/cargo-test.log" "$work/nextest.log" 2>/dev/null; rm -rf "$work"' EXIT
 [ "$status" -eq 101 ] || { echo "FAIL: cargo test exited $status, not 101 (the leaky scenario failing)"; exit 1; }
-verdicts "$work/cargo-test/report.json" | tee "$work/cargo-test.verdicts"
+verdicts "$work/cargo-test" | tee "$work/cargo-test.verdicts"
 expected="user/bounded_cache pass - - -
 user/lazy_static pass - - -
 user/pinned_overflow pass - stack_overflow leakgate_user_example::count_pages
@@ -53,7 +55,7 @@ echo "== cargo nextest run (one process per test, each scenario in a child of it
 status=0
 LEAKGATE_REPORT_DIR="$work/nextest" cargo nextest run --test leaks --no-fail-fast >"$work/nextest.log" 2>&1 || status=$?
 [ "$status" -eq 100 ] || { echo "FAIL: nextest exited $status, not 100 (the leaky scenario failing)"; exit 1; }
-verdicts "$work/nextest/report.json" > "$work/nextest.verdicts"
+verdicts "$work/nextest" > "$work/nextest.verdicts"
 diff "$work/cargo-test.verdicts" "$work/nextest.verdicts" || { echo "FAIL: cargo test and nextest disagree"; exit 1; }
 echo "cargo test and cargo nextest run agree"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Prints one line per scenario of a leakgate report.json: name, verdict, the resources of
-its findings, the crash cause. Two runs agree when these lines are the same.
+"""Prints one line per scenario of a leakgate report (a report directory, report.jsonl or
+report.json): name, verdict, the resources of its findings, the crash cause. Two runs
+agree when these lines are the same.
 
     python3 ci/verdicts.py REPORT            # the lines
     python3 ci/verdicts.py REPORT OTHER      # exit 1, with a diff, if they differ
@@ -9,16 +10,15 @@ OTHER may hold a subset of REPORT's scenarios (a gate run next to a whole-worksp
 run): the scenarios of OTHER are compared, and each must be in REPORT.
 """
 import difflib
-import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from leakgate_report import load  # noqa: E402
 
 
 def lines(path, names=None):
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except (OSError, ValueError) as error:
-        sys.exit(f"verdicts: cannot read {path}: {error}")
+    report = load(path)
     out = []
     for s in sorted(report["scenarios"], key=lambda s: s["name"]):
         if names is not None and s["name"] not in names:

@@ -28,18 +28,21 @@ pub(crate) fn install() {
     platform::install();
 }
 
-/// The symbolized stack the child's handler wrote to `stderr`, innermost first, trimmed
-/// to user code; empty if there is none. `child` is where the child mapped its code.
-pub(crate) fn from_stderr(stderr: &str, child: &[Mapping]) -> Vec<Frame> {
-    let ips = addresses(stderr.lines().rev().find(|l| l.starts_with(MARKER)));
+/// The stack the child's handler wrote to `stderr`, innermost first: symbolized and
+/// trimmed to user code, and raw as the child saw it. Empty if there is none. `child`
+/// is where the child mapped its code.
+pub(crate) fn from_stderr(stderr: &str, child: &[Mapping]) -> (Vec<Frame>, Vec<u64>) {
+    let raw = addresses(stderr.lines().rev().find(|l| l.starts_with(MARKER)));
     let here = maps::current();
-    let ips: Vec<usize> = ips
-        .into_iter()
+    let ips: Vec<usize> = raw
+        .iter()
+        .copied()
         // An address neither process maps as code (a jump through a wild pointer) is
         // kept as it is: it is printed, not resolved.
         .map(|ip| maps::translate(ip, child, &here).unwrap_or(ip))
         .collect();
-    crate::symbolize::symbolize_fault(&ips)
+    let raw = raw.into_iter().map(|ip| ip as u64).collect();
+    (crate::symbolize::symbolize_fault(&ips), raw)
 }
 
 /// Whether the handler saw the fault as the stack running out (see
@@ -356,7 +359,11 @@ mod tests {
 
     #[test]
     fn a_line_without_the_marker_gives_no_stack() {
-        assert!(from_stderr("thread 'main' has overflowed its stack\n", &[]).is_empty());
+        assert!(
+            from_stderr("thread 'main' has overflowed its stack\n", &[])
+                .0
+                .is_empty()
+        );
         assert_eq!(
             addresses(Some("leakgate-fault-stack 1f zz 0x20")),
             [0x1f, 0x20]

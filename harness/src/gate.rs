@@ -15,7 +15,6 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::channel::{CHANNEL_VAR, Channel, SCENARIO_VAR};
 use crate::config::{Config, ConfigError, KeepDirs};
-use crate::console;
 use crate::isolate::{self, ChildRun};
 use crate::measure::Measurement;
 use crate::scenario::{Scenario, Spec};
@@ -27,10 +26,7 @@ use crate::verdict;
 /// Exit code for errors in how leakgate was invoked or configured.
 const USAGE_ERROR: u8 = 2;
 
-/// The line of `Cargo.toml` that gives a release build file:line in its frames.
-const DEBUG_INFO_FIX: &str = "some frames have no file:line because this build has no debug \
-     info; add `debug = \"line-tables-only\"` under `[profile.release]` (or the profile in use) \
-     in Cargo.toml";
+use leakgate_reports::text::NO_DEBUG_INFO_NOTE as DEBUG_INFO_FIX;
 
 /// A scenario with its state type erased.
 pub(crate) trait Runnable: Send {
@@ -111,7 +107,8 @@ pub struct Conclusion {
     pub filtered_out: u64,
     /// The report of every scenario that ran, in the order they finished.
     pub reports: Vec<ScenarioReport>,
-    /// Where `report.json` was written, if it was.
+    /// Where the report was written, if it was: `report.json` under `cargo test`, the
+    /// `report.jsonl` it is assembled from under nextest.
     pub report_path: Option<PathBuf>,
 }
 
@@ -215,9 +212,10 @@ impl Gate {
                     let run =
                         isolate::run_child(&spec.name, spec.timeout.unwrap_or(config.timeout));
                     let report = scenario_report(&spec, &config, run, started.elapsed());
-                    let recorded = sink.record(report.clone());
+                    let recorded = sink.record(&report);
                     let verdict = report.verdict;
-                    let text = console::failure_text(&report, recorded.as_deref().ok());
+                    let text =
+                        leakgate_reports::text::failure_text(&report, recorded.as_deref().ok());
                     reports
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -234,18 +232,29 @@ impl Gate {
             .collect();
         let libtest = libtest_mimic::run(&args, trials);
         let reports = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
-        if reports
-            .iter()
-            .any(|r| r.notes.iter().any(|n| n == DEBUG_INFO_FIX))
-        {
-            eprintln!("leakgate: note: {DEBUG_INFO_FIX}");
+        let mut failed = libtest.num_failed;
+        // Under nextest each process runs one scenario and the run ends elsewhere: the
+        // lines stay lines, and `leakgate render` assembles them.
+        let run_ends_here = std::env::var_os("NEXTEST_RUN_ID").is_none();
+        let report_path = match sink.finish().filter(|_| run_ends_here) {
+            Some(Ok(_)) => Some(sink.dir().join(leakgate_reports::REPORT_FILE)),
+            Some(Err(error)) => {
+                eprintln!("leakgate: cannot assemble the report: {error}");
+                failed += 1;
+                None
+            }
+            None => sink.written(),
+        };
+        if run_ends_here && !reports.is_empty() {
+            // stderr: libtest's own output (`--format json` included) owns stdout.
+            eprint!("\n{}", leakgate_reports::text::run_table(&reports));
         }
         Ok(Conclusion {
             passed: libtest.num_passed,
-            failed: libtest.num_failed,
+            failed,
             filtered_out: libtest.num_filtered_out,
             reports,
-            report_path: sink.written().map(PathBuf::from),
+            report_path,
         })
     }
 
@@ -294,6 +303,21 @@ fn scenario_report(
     let mut report = ScenarioReport::new(&spec.name, analysis.verdict, analysis.summary);
     report.findings = analysis.findings;
     report.scaling = analysis.scaling;
+    report.statistics = analysis.statistics;
+    report.policy = Some(policy_report(spec, config));
+    report.engines = spec.engines.iter().cloned().collect();
+    report.mappings = run
+        .mappings
+        .iter()
+        .map(|m| {
+            leakgate_reports::Mapping::new(
+                m.start as u64,
+                m.end as u64,
+                m.offset as u64,
+                m.path.to_string_lossy(),
+            )
+        })
+        .collect();
     let measurement = run.outcome.measurement();
     report.iteration_error = measurement.iteration_error.clone();
     report.series = measurement.series.clone();
@@ -340,6 +364,33 @@ fn scenario_report(
     report.iterations = config.scaled(spec.iterations) as u32;
     report.duration_ms = elapsed.as_millis() as u64;
     report
+}
+
+/// The rules `spec` was judged by under `config`, as the report records them.
+fn policy_report(spec: &Spec, config: &Config) -> leakgate_reports::Policy {
+    let timeout = spec.timeout.unwrap_or(config.timeout);
+    let mut policy =
+        leakgate_reports::Policy::new(timeout.as_millis() as u64, config.iterations_scale);
+    use leakgate_reports::Resource;
+    for resource in [
+        Resource::Heap,
+        Resource::CHeap,
+        Resource::Fds,
+        Resource::Threads,
+        Resource::Files,
+        Resource::Disk,
+    ] {
+        policy
+            .tolerances
+            .insert(resource, spec.policy.tolerance(resource));
+    }
+    policy.peak_budget = spec.policy.peak_budget;
+    policy.memory_limit = spec.effective_memory_limit(config);
+    policy.sites = config.sites;
+    policy.adaptive = spec.adaptive_under(config);
+    policy.expected_crash = spec.policy.expect_crash;
+    policy.expected_site = spec.policy.expect_site.clone();
+    policy
 }
 
 /// Every frame the report shows: its sites' and its crash's.

@@ -33,6 +33,9 @@ pub(crate) struct ChildRun {
     /// The scratch directories it made (one per session), for the parent to remove or
     /// keep.
     pub scratch_dirs: Vec<PathBuf>,
+    /// Where the child mapped its code: places the raw addresses of its sites and fault
+    /// stack in files.
+    pub mappings: Vec<Mapping>,
 }
 
 /// Runs scenario `name` in a child process and waits for it, at most `timeout`.
@@ -44,6 +47,7 @@ pub(crate) fn run_child(name: &str, timeout: Duration) -> ChildRun {
         ),
         output: String::new(),
         scratch_dirs: Vec::new(),
+        mappings: Vec::new(),
     })
 }
 
@@ -120,7 +124,7 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
                 )
             });
             if matches!(crash.cause, CrashCause::StackOverflow | CrashCause::Signal) {
-                crash.stack = fault_stack;
+                (crash.stack, crash.addresses) = fault_stack;
             }
             Outcome::Crashed {
                 crash,
@@ -133,6 +137,7 @@ fn spawn_and_wait(name: &str, timeout: Duration) -> std::io::Result<ChildRun> {
         outcome,
         output,
         scratch_dirs: streamed.scratch_dirs,
+        mappings: streamed.mappings,
     })
 }
 
@@ -294,8 +299,8 @@ pub(crate) fn classify(
     if let Some(hit) = &streamed.memory_limit {
         let message = format!(
             "the heap reached {} above baseline, over the memory limit of {}",
-            crate::console::bytes(hit.heap as i64),
-            crate::console::bytes(hit.limit as i64)
+            leakgate_reports::text::bytes(hit.heap as i64),
+            leakgate_reports::text::bytes(hit.limit as i64)
         );
         return Some(crash(CrashCause::MemoryLimit, Some(message)));
     }

@@ -107,7 +107,6 @@ mod attribution;
 mod channel;
 mod child;
 mod config;
-mod console;
 #[allow(unsafe_code)]
 mod crash_stack;
 #[allow(unsafe_code)]

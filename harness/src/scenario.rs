@@ -143,6 +143,8 @@ pub(crate) struct Spec {
     pub misuse: Option<String>,
     /// Measured iterations before an early stop may be considered (`None`: half of them).
     pub min_iterations: Option<usize>,
+    /// Engines the scenario exercises, with their versions, for the report.
+    pub engines: Vec<(String, String)>,
 }
 
 /// Measured iterations a verdict needs at the least: a trend needs two points.
@@ -152,6 +154,21 @@ impl Spec {
     /// Whether the measured phase may stop early or be extended: not for scenarios whose
     /// verdict needs the whole planned run (a peak budget, scaling, a pinned crash), nor
     /// under a memory limit, which the checks' own allocations would count toward.
+    /// The heap above baseline at which the scenario is stopped: its own limit, else
+    /// `LEAKGATE_MEMORY_LIMIT`, else four times its peak budget, else none.
+    pub(crate) fn effective_memory_limit(&self, config: &crate::config::Config) -> Option<u64> {
+        self.memory_limit
+            .or(config.memory_limit)
+            .or(self.policy.peak_budget.map(|b| b.saturating_mul(4)))
+    }
+
+    /// Whether this run of the scenario is adaptive: [`Spec::adaptive`], with
+    /// `LEAKGATE_ADAPTIVE` on and no run-wide memory limit (the checks' own allocations
+    /// would count toward it).
+    pub(crate) fn adaptive_under(&self, config: &crate::config::Config) -> bool {
+        config.adaptive && config.memory_limit.is_none() && self.adaptive()
+    }
+
     pub(crate) fn adaptive(&self) -> bool {
         let p = &self.policy;
         p.peak_budget.is_none()
@@ -257,6 +274,7 @@ impl Scenario<()> {
                 },
                 misuse: None,
                 min_iterations: None,
+                engines: Vec::new(),
             },
             setup: Box::new(|_| ()),
             iterate: None,
@@ -282,6 +300,13 @@ impl<S: 'static> Scenario<S> {
             ));
         }
         self.spec.iterations = iterations;
+        self
+    }
+
+    /// Names an engine the scenario exercises and its version (`"sqlite"`, `"3.46.0"`),
+    /// recorded in the report's `engines` so a finding can be traced to a release.
+    pub fn engine(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.spec.engines.push((name.into(), version.into()));
         self
     }
 

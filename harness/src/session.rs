@@ -204,11 +204,7 @@ impl<'a, S> Session<'a, S> {
     /// Started before the baseline, so its thread is part of it.
     fn start_watchdog(&self) -> Result<Option<Watchdog>, SessionError> {
         let spec = &self.scenario.spec;
-        let limit = spec
-            .memory_limit
-            .or(self.config.memory_limit)
-            .or(spec.policy.peak_budget.map(|b| b.saturating_mul(4)));
-        limit
+        spec.effective_memory_limit(self.config)
             .map(|limit| Watchdog::start(limit, Arc::clone(self.channel)))
             .transpose()
             .map_err(SessionError::Watchdog)
@@ -219,11 +215,9 @@ impl<'a, S> Session<'a, S> {
         self.at(Phase::Baseline, None);
         // Decided (and noted) before the baseline, so the note is not counted as growth.
         if self.config.sites && stack::detect() == stack::Method::Dwarf {
-            self.m.notes.push(
-                "allocation sites captured by DWARF unwinding (slow); build with \
-                 RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture"
-                    .to_owned(),
-            );
+            self.m
+                .notes
+                .push(leakgate_reports::text::DWARF_NOTE.to_owned());
         }
         self.adaptation.reserve_exact(ADAPTATION_NOTE);
         // Room for an extension too: growing the series would show as the harness's own
@@ -262,8 +256,7 @@ impl<'a, S> Session<'a, S> {
         let spec = &self.scenario.spec;
         let planned = self.measured;
         // Not under a memory limit either: the checks' own allocations count toward it.
-        let adaptive =
-            self.config.adaptive && self.config.memory_limit.is_none() && spec.adaptive();
+        let adaptive = spec.adaptive_under(self.config);
         let limit = if adaptive {
             planned * EXTENSION
         } else {

@@ -33,14 +33,14 @@ pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
 }
 
 /// Symbolizes the sites' stacks, recorded as return addresses by a child whose code was
-/// mapped as `child`, into frames; clears the addresses.
+/// mapped as `child`, into frames; keeps the addresses, for offline symbolization.
 pub(crate) fn resolve_sites<'a>(sites: impl IntoIterator<Item = &'a mut Site>, child: &[Mapping]) {
     let here = crate::maps::current();
     for site in sites {
         let ips: Vec<usize> = site
             .addresses
-            .drain(..)
-            .map(|ip| {
+            .iter()
+            .map(|&ip| {
                 let ip = ip as usize;
                 crate::maps::translate(ip, child, &here).unwrap_or(ip)
             })

@@ -24,11 +24,13 @@
 //! part of the run and a bounded cache only from its end. [`progress`] makes the
 //! runner's mid-run decisions (stop early, extend) from the same rules.
 
-use leakgate_reports::{Crash, CrashCause, Finding, Resource, ScalePoint, Scaling, Site, Verdict};
+use leakgate_reports::{
+    Crash, CrashCause, Finding, Resource, ScalePoint, Scaling, Site, TrendStatistics, Verdict,
+};
 
-use crate::console::bytes;
 use crate::measure::{Measurement, MemoryLimitHit, Outcome};
 use crate::scenario::{Growth, Policy};
+use leakgate_reports::text::bytes;
 
 /// Sites kept per finding.
 pub(crate) const MAX_SITES: usize = 10;
@@ -50,6 +52,8 @@ pub(crate) struct Analysis {
     pub notes: Vec<String>,
     /// The curve fitted to peak memory against input size, for scaling scenarios.
     pub scaling: Option<Scaling>,
+    /// The trend statistics of the byte series the verdict read.
+    pub statistics: Vec<TrendStatistics>,
 }
 
 /// Judges how a scenario's run ended.
@@ -94,6 +98,7 @@ impl Analysis {
             findings: Vec::new(),
             notes: Vec::new(),
             scaling: None,
+            statistics: Vec::new(),
         }
     }
 }
@@ -324,7 +329,47 @@ fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         findings,
         notes,
         scaling: fit_scaling(&m.scaling, policy.expect_growth),
+        statistics: statistics(m, policy),
     }
+}
+
+/// The trend of each byte series that was measured (heap, C heap, disk), with what it
+/// retained and may retain, so a report shows how close a pass came to failing.
+fn statistics(m: &Measurement, policy: &Policy) -> Vec<TrendStatistics> {
+    let series: [(Resource, fn(&leakgate_reports::Sample) -> Option<u64>); 3] = [
+        (Resource::Heap, |s| Some(s.heap_bytes)),
+        (Resource::CHeap, |s| s.c_heap_bytes),
+        (Resource::Disk, |s| s.disk_bytes),
+    ];
+    series
+        .into_iter()
+        .filter_map(|(resource, value)| {
+            let baseline = value(&m.series.baseline?)?;
+            let end = value(&m.series.end?)?;
+            let points: Vec<u64> = m.series.iterations.iter().filter_map(value).collect();
+            if points.is_empty() {
+                return None;
+            }
+            let trend = Trend::of(baseline, &points);
+            let tolerance = tolerance(policy, resource);
+            let persistence = match trend.persistence() {
+                Persistence::Growing => "growing",
+                Persistence::Plateau => "plateau",
+                Persistence::Unsure => "unsure",
+            };
+            let mut statistics =
+                TrendStatistics::new(resource, end as i64 - baseline as i64, tolerance);
+            statistics.slope = trend.slope;
+            statistics.noise = trend.noise;
+            statistics.new_highs = trend.new_highs;
+            statistics.first_high = trend.first_high;
+            statistics.last_high = trend.last_high;
+            statistics.floor_rise = trend.floor_rise;
+            statistics.persistence = persistence.to_owned();
+            statistics.growth = trend.is_growth(tolerance);
+            Some(statistics)
+        })
+        .collect()
 }
 
 /// Why the first declared leak is not where `expect_site` says, if it is not: for the

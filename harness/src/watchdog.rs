@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::alloc::heap_stats;
 use crate::channel::Channel;
-use crate::console::bytes;
 use crate::measure::{Event, MemoryLimitHit};
+use leakgate_reports::text::bytes;
 
 /// How often the heap is looked at; it trips on the second poll over the limit.
 const POLL: Duration = Duration::from_millis(5);

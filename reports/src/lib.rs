@@ -2,8 +2,9 @@
 //!
 //! This crate is the contract between the runner (crate `leakgate`) and everything that
 //! reads its results: CI gates, dashboards, the pull-request summary. A run writes one
-//! [`Report`] as `report.json`; [`FORMAT_VERSION`] changes whenever a field changes meaning
-//! or disappears (adding a field does not change it).
+//! [`Report`]: scenario by scenario into `report.jsonl`, assembled into `report.json`.
+//! [`FORMAT_VERSION`] changes whenever a field changes meaning or disappears, or when a
+//! reader needs to know what was added.
 //!
 //! ```
 //! use leakgate_reports::{Report, FORMAT_VERSION};
@@ -15,6 +16,10 @@
 
 mod json;
 mod schema;
+pub mod text;
 
-pub use json::{ReportError, merge_scenario, read_report, write_report};
+pub use json::{
+    LINES_FILE, LOCK_FILE, REPORT_FILE, ReportError, append_scenario, assemble, read_report,
+    write_assembled, write_atomically, write_report,
+};
 pub use schema::*;

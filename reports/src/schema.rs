@@ -3,10 +3,19 @@
 //! Every struct is `#[non_exhaustive]` so fields can be added without breaking readers;
 //! build values with the constructors and update fields in place.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Version of the report format written by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added the policy applied, the statistics behind each verdict, the
+/// environment, run totals, and the raw addresses of sites and fault stacks with the
+/// mappings that place them. A version-1 report reads as version 2 with those empty.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Versions [`read_report`](crate::read_report) accepts.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 /// One run of a test binary's scenarios (or of several, merged, under nextest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +27,12 @@ pub struct Report {
     pub run_id: String,
     /// Version of leakgate that wrote the report.
     pub tool_version: String,
+    /// Where the run happened (absent in version 1).
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    /// Counts over the scenarios, kept in step by [`Report::upsert`].
+    #[serde(default)]
+    pub totals: Totals,
     /// One entry per scenario that ran, in the order they were first recorded.
     pub scenarios: Vec<ScenarioReport>,
 }
@@ -29,6 +44,8 @@ impl Report {
             format_version: FORMAT_VERSION,
             run_id: run_id.into(),
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            environment: None,
+            totals: Totals::default(),
             scenarios: Vec::new(),
         }
     }
@@ -39,6 +56,84 @@ impl Report {
             Some(slot) => *slot = scenario,
             None => self.scenarios.push(scenario),
         }
+        self.totals = Totals::of(&self.scenarios);
+    }
+
+    /// The scenario named `name`.
+    pub fn scenario(&self, name: &str) -> Option<&ScenarioReport> {
+        self.scenarios.iter().find(|s| s.name == name)
+    }
+}
+
+/// Where a run happened: enough to reproduce it or to symbolize its addresses offline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Environment {
+    /// `git rev-parse HEAD` where the run started, when that is a git checkout.
+    pub git_commit: Option<String>,
+    /// `rustc --version` of the compiler that built leakgate.
+    pub rustc: Option<String>,
+    /// The target triple leakgate was built for.
+    pub target: String,
+    /// `debug` or `release`: whether debug assertions were on.
+    pub profile: String,
+    /// Version of the leakgate crate that ran the scenarios.
+    pub leakgate_version: String,
+}
+
+impl Environment {
+    /// An environment of `target` and `profile`, with nothing else known yet.
+    pub fn new(target: impl Into<String>, profile: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            profile: profile.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Counts over a report's scenarios.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Scenarios in the report.
+    pub scenarios: u32,
+    /// Scenarios that passed.
+    pub passed: u32,
+    /// Scenarios that failed.
+    pub failed: u32,
+    /// Scenarios that crashed.
+    pub crashed: u32,
+    /// Findings the scenarios declared with `expect_leak` and that were found.
+    pub expected_findings: u32,
+    /// Findings nobody expected.
+    pub unexpected_findings: u32,
+    /// Sum of the scenarios' durations, in milliseconds (more than the wall time when
+    /// scenarios ran in parallel).
+    pub duration_ms: u64,
+}
+
+impl Totals {
+    /// Counts over `scenarios`.
+    pub fn of(scenarios: &[ScenarioReport]) -> Self {
+        let mut totals = Self::default();
+        for scenario in scenarios {
+            totals.scenarios += 1;
+            match scenario.verdict {
+                Verdict::Pass => totals.passed += 1,
+                Verdict::Fail => totals.failed += 1,
+                Verdict::Crashed => totals.crashed += 1,
+            }
+            for finding in &scenario.findings {
+                if finding.expected {
+                    totals.expected_findings += 1;
+                } else {
+                    totals.unexpected_findings += 1;
+                }
+            }
+            totals.duration_ms += scenario.duration_ms;
+        }
+        totals
     }
 }
 
@@ -130,6 +225,144 @@ pub struct ScenarioReport {
     /// How peak and retained memory grew with the input size, for scenarios run with
     /// `.scaling(..)`.
     pub scaling: Option<Scaling>,
+    /// The rules the scenario was judged by (absent in version 1).
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// The statistics behind the verdict, one entry per byte series judged by trend
+    /// (heap, C heap, disk), so a pass shows its margin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statistics: Vec<TrendStatistics>,
+    /// Engines the scenario exercised, with their versions (`"sqlite" → "3.46.0"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engines: BTreeMap<String, String>,
+    /// The executable mappings of the scenario's process, which place the raw addresses
+    /// of its sites and fault stack in files, for offline symbolization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mappings: Vec<Mapping>,
+}
+
+/// The rules a scenario was judged by: its own declarations and the run's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Growth each resource may show after settling without counting as a leak (bytes
+    /// for memory and disk, a count otherwise).
+    pub tolerances: BTreeMap<Resource, u64>,
+    /// The peak budget: highest heap allowed above baseline, when declared.
+    pub peak_budget: Option<u64>,
+    /// The memory limit that stops the scenario, when set.
+    pub memory_limit: Option<u64>,
+    /// Time the scenario's process may run, in milliseconds.
+    pub timeout_ms: u64,
+    /// `LEAKGATE_ITERATIONS_SCALE`.
+    pub iterations_scale: f64,
+    /// Whether allocation sites were recorded (`LEAKGATE_SITES`).
+    pub sites: bool,
+    /// Whether the run could stop early or extend (`LEAKGATE_ADAPTIVE`).
+    pub adaptive: bool,
+    /// The crash the scenario pinned with `expect_crash`.
+    pub expected_crash: Option<CrashCause>,
+    /// Where the scenario said its leak or crash is (`expect_site`).
+    pub expected_site: Option<String>,
+}
+
+impl Policy {
+    /// A policy with the given timeout and scale, no tolerances and nothing pinned.
+    pub fn new(timeout_ms: u64, iterations_scale: f64) -> Self {
+        Self {
+            tolerances: BTreeMap::new(),
+            peak_budget: None,
+            memory_limit: None,
+            timeout_ms,
+            iterations_scale,
+            sites: true,
+            adaptive: true,
+            expected_crash: None,
+            expected_site: None,
+        }
+    }
+}
+
+/// How a byte series moved over the measured iterations, as the verdict saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TrendStatistics {
+    /// The series.
+    pub resource: Resource,
+    /// Above the baseline after settling.
+    pub retained: i64,
+    /// What it may retain without counting as a leak.
+    pub tolerance: i64,
+    /// Robust (Theil–Sen) slope, per iteration.
+    pub slope: f64,
+    /// How much the series moves without growing: twice its median drawdown.
+    pub noise: u64,
+    /// Iterations that set a new high above the noise.
+    pub new_highs: u32,
+    /// The first and last of them (0-based measured iterations).
+    pub first_high: Option<u32>,
+    /// See `first_high`.
+    pub last_high: Option<u32>,
+    /// Lowest value of the last quarter less the lowest of the first.
+    pub floor_rise: i64,
+    /// `growing`, `plateau` or `unsure`: whether the growth lasted to the end.
+    pub persistence: String,
+    /// Whether the trend alone reads as a leak.
+    pub growth: bool,
+}
+
+impl TrendStatistics {
+    /// Statistics of `resource`, which retained `retained` against `tolerance`, with a
+    /// flat trend until the other fields are set.
+    pub fn new(resource: Resource, retained: i64, tolerance: i64) -> Self {
+        Self {
+            resource,
+            retained,
+            tolerance,
+            slope: 0.0,
+            noise: 0,
+            new_highs: 0,
+            first_high: None,
+            last_high: None,
+            floor_rise: 0,
+            persistence: "plateau".to_owned(),
+            growth: false,
+        }
+    }
+}
+
+/// One executable mapping of a file in a scenario's process: addresses `start..end`
+/// hold the file's bytes from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Offset in the file of the byte at `start`.
+    pub offset: u64,
+    /// The file.
+    pub path: String,
+}
+
+impl Mapping {
+    /// The mapping of `path` from `offset` at `start..end`.
+    pub fn new(start: u64, end: u64, offset: u64, path: impl Into<String>) -> Self {
+        Self {
+            start,
+            end,
+            offset,
+            path: path.into(),
+        }
+    }
+
+    /// Where `address` lies in this mapping's file, if it lies in this mapping.
+    pub fn file_offset(&self, address: u64) -> Option<u64> {
+        (self.start..self.end)
+            .contains(&address)
+            .then(|| address - self.start + self.offset)
+    }
 }
 
 /// Peak and retained memory at several input sizes, and the curve fitted to the peak.
@@ -212,7 +445,21 @@ impl ScenarioReport {
             notes: Vec::new(),
             output: None,
             scaling: None,
+            policy: None,
+            statistics: Vec::new(),
+            engines: BTreeMap::new(),
+            mappings: Vec::new(),
         }
+    }
+
+    /// The finding of `resource`, if there is one.
+    pub fn finding(&self, resource: Resource) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.resource == resource)
+    }
+
+    /// The trend statistics of `resource`, if it was judged by trend.
+    pub fn trend(&self, resource: Resource) -> Option<&TrendStatistics> {
+        self.statistics.iter().find(|t| t.resource == resource)
     }
 }
 
@@ -283,7 +530,8 @@ pub struct Site {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub iterations_per_quarter: Vec<u32>,
     /// Return addresses of the site's stack, innermost first, as the process that
-    /// recorded them saw them; the runner symbolizes them into `frames` and clears them.
+    /// recorded them saw them (its `mappings` place them in files); `frames` are their
+    /// symbolized, trimmed form.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<u64>,
     /// The call stack, innermost user frame first; allocator and standard library frames
@@ -349,6 +597,10 @@ pub struct Crash {
     /// stack, innermost user frame first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<Frame>,
+    /// The fault stack's raw addresses, innermost first, as the scenario's process saw
+    /// them (its `mappings` place them in files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<u64>,
 }
 
 impl Crash {
@@ -361,6 +613,7 @@ impl Crash {
             phase: phase.into(),
             message,
             stack: Vec::new(),
+            addresses: Vec::new(),
         }
     }
 }

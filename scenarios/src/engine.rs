@@ -19,6 +19,12 @@ pub trait Engine: Sized + 'static {
     /// Short name, used as the first part of scenario names (`sqlite/checkpoint_loop`).
     const NAME: &'static str;
 
+    /// The engine's version as it reports it at run time (the library linked, not the
+    /// wrapper crate), for the report; `None` when it does not say.
+    fn version() -> Option<String> {
+        None
+    }
+
     /// Opens the database in `dir`, creating it if it does not exist.
     fn open(dir: &Path) -> EngineResult<Self>;
 

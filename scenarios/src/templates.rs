@@ -7,12 +7,18 @@ use leakgate::{Growth, Scenario, fault};
 
 use crate::engine::{Engine, EngineResult, Records, Recovery, Savepoints};
 
-/// A scenario named `<engine>/<template>` with the engine's known tolerances.
+/// A scenario named `<engine>/<template>` with the engine's known tolerances and its
+/// version, when it reports one.
 fn engine_scenario<E: Engine>(template: &str) -> Scenario {
-    E::tolerances().into_iter().fold(
-        Scenario::new(format!("{}/{template}", E::NAME)),
-        |scenario, (resource, amount)| scenario.tolerance(resource, amount),
-    )
+    let mut scenario = Scenario::new(format!("{}/{template}", E::NAME));
+    if let Some(version) = E::version() {
+        scenario = scenario.engine(E::NAME, version);
+    }
+    E::tolerances()
+        .into_iter()
+        .fold(scenario, |scenario, (resource, amount)| {
+            scenario.tolerance(resource, amount)
+        })
 }
 
 /// Records written per iteration by the templates.

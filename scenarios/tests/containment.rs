@@ -42,7 +42,7 @@ fn crashes_are_reported_by_name_cause_and_phase_and_the_others_still_run() {
         stdout.contains("test result: FAILED. 4 passed; 9 failed"),
         "{stdout}"
     );
-    let report = read_report(&dir.path().join("report.json")).unwrap();
+    let report = read_report(dir.path()).unwrap();
     assert_eq!(report.scenarios.len(), 13);
 
     // The one that left a process holding its output passed, without waiting for it.
@@ -213,7 +213,7 @@ fn list_filters_and_exact_select_scenarios_like_libtest() {
         "{listing}"
     );
     assert!(
-        !dir.path().join("report.json").exists(),
+        !dir.path().join("report.jsonl").exists(),
         "--list runs nothing"
     );
 
@@ -223,14 +223,14 @@ fn list_filters_and_exact_select_scenarios_like_libtest() {
         "{}",
         String::from_utf8_lossy(&filtered.stdout)
     );
-    let report = read_report(&dir.path().join("report.json")).unwrap();
+    let report = read_report(dir.path()).unwrap();
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 
     let exact = tempfile::tempdir().unwrap();
     let output = fixture(exact.path(), &["--exact", "clean/after"]);
     assert!(output.status.success());
-    let report = read_report(&exact.path().join("report.json")).unwrap();
+    let report = read_report(exact.path()).unwrap();
     assert_eq!(report.scenarios.len(), 1);
     assert_eq!(report.scenarios[0].name, "clean/after");
 }
@@ -324,7 +324,7 @@ fn a_failed_scenarios_scratch_dir_is_kept_when_asked() {
     let keep = [("LEAKGATE_KEEP_DIRS", "on-failure")];
     let output = fixture_with(dir.path(), &["--exact", "fail/iteration_error"], &keep);
     assert_eq!(output.status.code(), Some(101));
-    let report = read_report(&dir.path().join("report.json")).unwrap();
+    let report = read_report(dir.path()).unwrap();
     let kept = report.scenarios[0]
         .notes
         .iter()

@@ -61,6 +61,14 @@ pub struct Lmdb {
 impl Engine for Lmdb {
     const NAME: &'static str = "lmdb";
 
+    fn version() -> Option<String> {
+        let version = heed::lmdb_version();
+        Some(format!(
+            "{}.{}.{}",
+            version.major, version.minor, version.patch
+        ))
+    }
+
     fn open(dir: &Path) -> EngineResult<Self> {
         std::fs::create_dir_all(dir)?;
         // Without thread-local reader slots, so a snapshot and a read can be open at once

@@ -37,6 +37,10 @@ const FILE: &str = "data.db";
 impl Engine for Sqlite {
     const NAME: &'static str = "sqlite";
 
+    fn version() -> Option<String> {
+        Some(rusqlite::version().to_owned())
+    }
+
     fn open(dir: &Path) -> EngineResult<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE);

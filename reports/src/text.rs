@@ -1,0 +1,346 @@
+//! Text for people: byte amounts, the failure text printed under a failed scenario (on
+//! the console and in JUnit), and the end-of-run table.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::schema::{Frame, Resource, ScenarioReport, Verdict};
+
+/// A note for a whole run, printed once at its end rather than under each scenario:
+/// sites were captured slowly because the code has no frame pointers.
+pub const DWARF_NOTE: &str = "allocation sites captured by DWARF unwinding (slow); build with \
+     RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture";
+
+/// A note for a whole run: frames lack file:line, and the line of `Cargo.toml` that
+/// fixes it.
+pub const NO_DEBUG_INFO_NOTE: &str = "some frames have no file:line because this build has no \
+     debug info; add `debug = \"line-tables-only\"` under `[profile.release]` (or the profile \
+     in use) in Cargo.toml";
+
+/// Whether `note` concerns the whole run (see [`DWARF_NOTE`], [`NO_DEBUG_INFO_NOTE`]).
+pub fn is_run_wide(note: &str) -> bool {
+    note == DWARF_NOTE || note == NO_DEBUG_INFO_NOTE
+}
+
+/// Sites printed per finding.
+const SITES_SHOWN: usize = 3;
+/// Frames printed per site.
+const FRAMES_SHOWN: usize = 6;
+/// Leaked things (descriptors, threads, paths) listed per finding.
+const LEAKED_SHOWN: usize = 10;
+/// Lines of the child's output shown under a crash.
+const OUTPUT_LINES: usize = 20;
+
+/// `16 B`, `3.1 KiB`, `12.0 MiB`; negative amounts keep their sign.
+pub fn bytes(amount: i64) -> String {
+    let magnitude = amount.unsigned_abs();
+    let sign = if amount < 0 { "-" } else { "" };
+    if magnitude < 1024 {
+        return format!("{sign}{magnitude} B");
+    }
+    let units = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = magnitude as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{sign}{value:.1} {}", units[unit])
+}
+
+/// The text under a failed or crashed scenario: summary, findings with their top sites,
+/// crash details and output, and where the report is.
+pub fn failure_text(report: &ScenarioReport, report_path: Option<&Path>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", report.summary);
+    for finding in report
+        .findings
+        .iter()
+        .filter(|f| !f.expected || report.verdict != Verdict::Pass)
+    {
+        if report.findings.len() > 1 {
+            let _ = writeln!(out, "{}: {}", finding.resource, finding.message);
+        }
+        for item in finding.leaked.iter().take(LEAKED_SHOWN) {
+            let _ = writeln!(out, "  - {item}");
+        }
+        if finding.leaked.len() > LEAKED_SHOWN {
+            let _ = writeln!(
+                out,
+                "  - … and {} more (all in the report)",
+                finding.leaked.len() - LEAKED_SHOWN
+            );
+        }
+        for (rank, site) in finding.sites.iter().take(SITES_SHOWN).enumerate() {
+            let _ = writeln!(
+                out,
+                "  #{} {} in {} blocks, from {}/{} iterations",
+                rank + 1,
+                bytes(site.bytes as i64),
+                site.blocks,
+                site.iterations,
+                finding.measured_iterations
+            );
+            for frame in site.frames.iter().take(FRAMES_SHOWN) {
+                let _ = writeln!(out, "     at {}{}", frame.function, location(frame));
+            }
+        }
+    }
+    if let Some(crash) = &report.crash {
+        write_crash_stack(&mut out, &crash.stack);
+    }
+    for note in report.notes.iter().filter(|n| !is_run_wide(n)) {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    if let Some(output) = report
+        .output
+        .as_deref()
+        .filter(|_| report.verdict == Verdict::Crashed)
+    {
+        let lines: Vec<&str> = output.lines().collect();
+        let _ = writeln!(
+            out,
+            "  --- last {} lines of its output ---",
+            lines.len().min(OUTPUT_LINES)
+        );
+        for line in &lines[lines.len().saturating_sub(OUTPUT_LINES)..] {
+            let _ = writeln!(out, "  | {line}");
+        }
+    }
+    if let Some(path) = report_path {
+        let _ = writeln!(out, "  report {}", path.display());
+    }
+    out
+}
+
+/// The faulting thread's top frames, a run of the same frame (a recursion) folded into
+/// one line with its count.
+fn write_crash_stack(out: &mut String, stack: &[Frame]) {
+    let mut shown = 0;
+    let mut frames = stack.iter().peekable();
+    while let Some(frame) = frames.next() {
+        if shown == FRAMES_SHOWN {
+            break;
+        }
+        let mut repeats = 1;
+        while frames.next_if(|next| *next == frame).is_some() {
+            repeats += 1;
+        }
+        let times = if repeats > 1 {
+            format!(" (×{repeats})")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  at {}{}{times}", frame.function, location(frame));
+        shown += 1;
+    }
+}
+
+fn location(frame: &Frame) -> String {
+    match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!("  {file}:{line}"),
+        (Some(file), None) => format!("  {file}"),
+        _ => String::new(),
+    }
+}
+
+/// The verdict as the table shows it: `pass`, `pass*` (passed with an expected
+/// finding or a pinned crash), `FAIL` or `CRASH`.
+pub fn verdict_label(scenario: &ScenarioReport) -> &'static str {
+    match scenario.verdict {
+        Verdict::Pass if !scenario.findings.is_empty() || scenario.crash.is_some() => "pass*",
+        Verdict::Pass => "pass",
+        Verdict::Fail => "FAIL",
+        Verdict::Crashed => "CRASH",
+    }
+}
+
+/// Heap growth per measured iteration, as the verdict saw it: the leak's rate when the
+/// heap leaked, else the series' robust slope.
+pub fn heap_per_iteration(scenario: &ScenarioReport) -> Option<f64> {
+    scenario
+        .finding(Resource::Heap)
+        .map(|f| f.per_iteration)
+        .or_else(|| scenario.trend(Resource::Heap).map(|t| t.slope))
+}
+
+/// The heap's highest point above its baseline during the measured iterations.
+pub fn peak_above_baseline(scenario: &ScenarioReport) -> Option<u64> {
+    let baseline = scenario.series.baseline?.heap_bytes;
+    let peak = scenario
+        .series
+        .iterations
+        .iter()
+        .map(|s| s.heap_peak)
+        .max()?;
+    Some(peak.saturating_sub(baseline))
+}
+
+/// How far the heap stayed below the point where it would count as a leak: its
+/// tolerance less what it retained (negative: over it). `None` without statistics.
+pub fn heap_margin(scenario: &ScenarioReport) -> Option<i64> {
+    scenario
+        .trend(Resource::Heap)
+        .map(|t| t.tolerance - t.retained)
+}
+
+/// What the verdict rests on, in a few words: the crash's cause, the expected or
+/// unexpected findings' resources, or `clean`.
+pub fn evidence(scenario: &ScenarioReport) -> String {
+    if let Some(crash) = &scenario.crash {
+        let cause = serde_json::to_value(crash.cause)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return format!("crash: {cause}");
+    }
+    if scenario.findings.is_empty() {
+        return if scenario.iteration_error.is_some() {
+            "iteration error".to_owned()
+        } else {
+            "clean".to_owned()
+        };
+    }
+    scenario
+        .findings
+        .iter()
+        .map(|f| {
+            if f.expected {
+                format!("{} (expected)", f.resource)
+            } else {
+                f.resource.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `1.2 s`, `850 ms`.
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+/// The end-of-run table: one row per scenario (verdict, heap growth per iteration, peak
+/// above baseline, margin to the heap's threshold, duration, evidence), the totals, and
+/// each note that concerns the whole run, once.
+pub fn run_table(scenarios: &[ScenarioReport]) -> String {
+    let header = [
+        "scenario",
+        "verdict",
+        "heap/iter",
+        "peak",
+        "margin",
+        "time",
+        "evidence",
+    ];
+    let rows: Vec<[String; 7]> = scenarios
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                verdict_label(s).to_owned(),
+                heap_per_iteration(s).map_or("-".to_owned(), |r| bytes(r.round() as i64)),
+                peak_above_baseline(s).map_or("-".to_owned(), |p| bytes(p as i64)),
+                heap_margin(s).map_or("-".to_owned(), |m| bytes(m)),
+                duration(s.duration_ms),
+                evidence(s),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            // Names and words left-aligned, amounts right-aligned; the last cell unpadded.
+            let pad = width.saturating_sub(cell.chars().count());
+            match i {
+                0 | 1 => text += &format!("{cell}{} ", " ".repeat(pad)),
+                6 => text += cell,
+                _ => text += &format!("{}{cell} ", " ".repeat(pad)),
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(&mut out, &header);
+    for row in &rows {
+        line(&mut out, &row.each_ref().map(String::as_str));
+    }
+    let totals = crate::schema::Totals::of(scenarios);
+    let _ = writeln!(
+        out,
+        "{} scenarios: {} passed ({} with an expected finding), {} failed, {} crashed",
+        totals.scenarios,
+        totals.passed,
+        scenarios
+            .iter()
+            .filter(|s| verdict_label(s) == "pass*")
+            .count(),
+        totals.failed,
+        totals.crashed
+    );
+    let mut notes: Vec<&str> = scenarios
+        .iter()
+        .flat_map(|s| &s.notes)
+        .map(String::as_str)
+        .filter(|n| is_run_wide(n))
+        .collect();
+    notes.sort_unstable();
+    notes.dedup();
+    for note in notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Finding, Resource, Site};
+
+    #[test]
+    fn formats_bytes_like_people_write_them() {
+        assert_eq!(bytes(16), "16 B");
+        assert_eq!(bytes(3200), "3.1 KiB");
+        assert_eq!(bytes(12 << 20), "12.0 MiB");
+        assert_eq!(bytes(-2048), "-2.0 KiB");
+    }
+
+    #[test]
+    fn failure_text_shows_growth_sites_and_report_path() {
+        let mut report = ScenarioReport::new(
+            "demo",
+            Verdict::Fail,
+            "heap grew 12.5 KiB over 200 measured iterations",
+        );
+        let mut finding = Finding::new(Resource::Heap, 12_800, 200);
+        let mut site = Site::new(12_800, 200, 200, 0, 199);
+        site.frames.push(Frame::new(
+            "my_engine::pin_segment",
+            Some("src/checkpoint.rs".into()),
+            Some(212),
+        ));
+        finding.sites.push(site);
+        report.findings.push(finding);
+        let text = failure_text(
+            &report,
+            Some(Path::new("target/leakgate/latest/report.json")),
+        );
+        assert_eq!(
+            text,
+            "heap grew 12.5 KiB over 200 measured iterations\n  \
+             #1 12.5 KiB in 200 blocks, from 200/200 iterations\n     \
+             at my_engine::pin_segment  src/checkpoint.rs:212\n  \
+             report target/leakgate/latest/report.json\n"
+        );
+    }
+}
