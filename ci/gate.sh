@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The leak gate over the bundled scenarios (the pull-request gate): leakgate's seeded
 # self-test scenarios and the templates over real engines (SQLite, redb, fjall, LMDB),
-# each scenario in its own process, into one report.
+# each scenario in its own process, into one report; then `leakgate render` writes next
+# to it index.html, summary.md, junit.xml, a chart per scenario and DHAT files.
 #   LEAKGATE_REPORT_DIR  where the report goes (default: target/leakgate/gate)
 #   RUNNER               `cargo test` (default) or `cargo nextest run`
 #   PROFILE_ARGS         extra cargo arguments, such as --release
@@ -10,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${LEAKGATE_REPORT_DIR:-$PWD/target/leakgate/gate}"
 # Only the files this script's run writes; the directory may be the user's.
-rm -f "$out/report.json" "$out/report.jsonl" "$out/report.lock"
+rm -f "$out/report.json" "$out/report.jsonl" "$out/report.lock" \
+  "$out/index.html" "$out/summary.md" "$out/junit.xml"
+rm -f "$out"/charts/*.svg "$out"/charts/*.png "$out"/dhat/*.json
 status=0
 read -r -a profile <<<"${PROFILE_ARGS:-}"
 profile+=(-p leakgate-scenarios)
@@ -26,6 +29,10 @@ case "${RUNNER:-cargo test}" in
     exit 2
     ;;
 esac
+# Rendered whatever the verdicts: a failing run is the one people need to look at.
+read -r -a render_profile <<<"${PROFILE_ARGS:-}"
+cargo run --quiet "${render_profile[@]}" -p leakgate-cli -- render "$out" || status=$?
+cargo run --quiet "${render_profile[@]}" -p leakgate-cli -- summary "$out" >&2 || status=$?
 echo
-echo "leakgate gate: report $out/report.json"
+echo "leakgate gate: report $out/report.json, page $out/index.html"
 exit "$status"

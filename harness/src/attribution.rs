@@ -27,6 +27,7 @@ fn site_of(s: &sites::SiteSurvivors) -> Site {
         s.last_iteration,
     );
     site.iterations_per_quarter = s.per_quarter.to_vec();
+    site.bytes_by_iteration = s.bytes_by_iteration.clone();
     site
 }
 

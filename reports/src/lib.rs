@@ -15,6 +15,8 @@
 #![deny(missing_docs)]
 
 mod json;
+#[cfg(feature = "render")]
+pub mod render;
 mod schema;
 pub mod text;
 

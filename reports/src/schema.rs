@@ -529,6 +529,11 @@ pub struct Site {
     /// a bounded cache's churn. Empty where not recorded (peak sites, older reports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub iterations_per_quarter: Vec<u32>,
+    /// The live bytes by the measured iteration that allocated them, in buckets of equal
+    /// width (`ceil(measured iterations / len)` iterations each): spread over the whole
+    /// run for a leak, piled at the end for churn. Empty where not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes_by_iteration: Vec<u64>,
     /// Return addresses of the site's stack, innermost first, as the process that
     /// recorded them saw them (its `mappings` place them in files); `frames` are their
     /// symbolized, trimmed form.
@@ -549,6 +554,7 @@ impl Site {
             first_iteration: first,
             last_iteration: last,
             iterations_per_quarter: Vec::new(),
+            bytes_by_iteration: Vec::new(),
             addresses: Vec::new(),
             frames: Vec::new(),
         }

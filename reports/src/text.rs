@@ -176,12 +176,18 @@ pub fn peak_above_baseline(scenario: &ScenarioReport) -> Option<u64> {
     Some(peak.saturating_sub(baseline))
 }
 
-/// How far the heap stayed below the point where it would count as a leak: its
-/// tolerance less what it retained (negative: over it). `None` without statistics.
-pub fn heap_margin(scenario: &ScenarioReport) -> Option<i64> {
-    scenario
-        .trend(Resource::Heap)
-        .map(|t| t.tolerance - t.retained)
+/// How far the scenario stayed from its threshold (negative: past it). With a peak
+/// budget, the budget less the peak; otherwise the heap's tolerance less the rise of its
+/// floor (a leak raises the floor of the series beyond the tolerance; noise and caches
+/// that fill and evict do not). `None` without statistics.
+pub fn margin(scenario: &ScenarioReport) -> Option<i64> {
+    let budget = scenario.policy.as_ref().and_then(|p| p.peak_budget);
+    match (budget, peak_above_baseline(scenario)) {
+        (Some(budget), Some(peak)) => Some(budget as i64 - peak as i64),
+        _ => scenario
+            .trend(Resource::Heap)
+            .map(|t| t.tolerance - t.floor_rise.max(0)),
+    }
 }
 
 /// What the verdict rests on, in a few words: the crash's cause, the expected or
@@ -224,34 +230,65 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// The end-of-run table: one row per scenario (verdict, heap growth per iteration, peak
-/// above baseline, margin to the heap's threshold, duration, evidence), the totals, and
-/// each note that concerns the whole run, once.
-pub fn run_table(scenarios: &[ScenarioReport]) -> String {
-    let header = [
-        "scenario",
-        "verdict",
-        "heap/iter",
-        "peak",
-        "margin",
-        "time",
-        "evidence",
-    ];
-    let rows: Vec<[String; 7]> = scenarios
+/// The columns of [`table_row`].
+pub const TABLE_HEADER: [&str; 7] = [
+    "scenario",
+    "verdict",
+    "heap/iter",
+    "peak",
+    "margin",
+    "time",
+    "evidence",
+];
+
+/// One scenario's row of the run table: name, [`verdict_label`], heap growth per
+/// iteration, peak above baseline, [`margin`], duration, [`evidence`].
+pub fn table_row(s: &ScenarioReport) -> [String; 7] {
+    [
+        s.name.clone(),
+        verdict_label(s).to_owned(),
+        heap_per_iteration(s).map_or("-".to_owned(), |r| bytes(r.round() as i64)),
+        peak_above_baseline(s).map_or("-".to_owned(), |p| bytes(p as i64)),
+        margin(s).map_or("-".to_owned(), bytes),
+        duration(s.duration_ms),
+        evidence(s),
+    ]
+}
+
+/// `12 scenarios: 10 passed (4 with an expected finding), 1 failed, 1 crashed`.
+pub fn totals_line(scenarios: &[ScenarioReport]) -> String {
+    let totals = crate::schema::Totals::of(scenarios);
+    format!(
+        "{} scenarios: {} passed ({} with an expected finding), {} failed, {} crashed",
+        totals.scenarios,
+        totals.passed,
+        scenarios
+            .iter()
+            .filter(|s| verdict_label(s) == "pass*")
+            .count(),
+        totals.failed,
+        totals.crashed
+    )
+}
+
+/// Each note of `scenarios` that concerns the whole run, once, sorted.
+pub fn run_wide_notes(scenarios: &[ScenarioReport]) -> Vec<&str> {
+    let mut notes: Vec<&str> = scenarios
         .iter()
-        .map(|s| {
-            [
-                s.name.clone(),
-                verdict_label(s).to_owned(),
-                heap_per_iteration(s).map_or("-".to_owned(), |r| bytes(r.round() as i64)),
-                peak_above_baseline(s).map_or("-".to_owned(), |p| bytes(p as i64)),
-                heap_margin(s).map_or("-".to_owned(), |m| bytes(m)),
-                duration(s.duration_ms),
-                evidence(s),
-            ]
-        })
+        .flat_map(|s| &s.notes)
+        .map(String::as_str)
+        .filter(|n| is_run_wide(n))
         .collect();
-    let mut widths = header.map(str::len);
+    notes.sort_unstable();
+    notes.dedup();
+    notes
+}
+
+/// The end-of-run table: one [`table_row`] per scenario, the totals, and each note that
+/// concerns the whole run, once.
+pub fn run_table(scenarios: &[ScenarioReport]) -> String {
+    let rows: Vec<[String; 7]> = scenarios.iter().map(table_row).collect();
+    let mut widths = TABLE_HEADER.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -262,41 +299,21 @@ pub fn run_table(scenarios: &[ScenarioReport]) -> String {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             // Names and words left-aligned, amounts right-aligned; the last cell unpadded.
-            let pad = width.saturating_sub(cell.chars().count());
+            let pad = " ".repeat(width.saturating_sub(cell.chars().count()));
             match i {
-                0 | 1 => text += &format!("{cell}{} ", " ".repeat(pad)),
+                0 | 1 => text += &format!("{cell}{pad} "),
                 6 => text += cell,
-                _ => text += &format!("{}{cell} ", " ".repeat(pad)),
+                _ => text += &format!("{pad}{cell} "),
             }
         }
         let _ = writeln!(out, "{}", text.trim_end());
     };
-    line(&mut out, &header);
+    line(&mut out, &TABLE_HEADER);
     for row in &rows {
         line(&mut out, &row.each_ref().map(String::as_str));
     }
-    let totals = crate::schema::Totals::of(scenarios);
-    let _ = writeln!(
-        out,
-        "{} scenarios: {} passed ({} with an expected finding), {} failed, {} crashed",
-        totals.scenarios,
-        totals.passed,
-        scenarios
-            .iter()
-            .filter(|s| verdict_label(s) == "pass*")
-            .count(),
-        totals.failed,
-        totals.crashed
-    );
-    let mut notes: Vec<&str> = scenarios
-        .iter()
-        .flat_map(|s| &s.notes)
-        .map(String::as_str)
-        .filter(|n| is_run_wide(n))
-        .collect();
-    notes.sort_unstable();
-    notes.dedup();
-    for note in notes {
+    let _ = writeln!(out, "{}", totals_line(scenarios));
+    for note in run_wide_notes(scenarios) {
         let _ = writeln!(out, "note: {note}");
     }
     out

@@ -565,7 +565,13 @@ pub(crate) struct SiteSurvivors {
     pub last_iteration: u32,
     /// Distinct iterations per quarter of the `measured` iterations.
     pub per_quarter: [u32; 4],
+    /// Bytes by the iteration that allocated them, in [`HISTOGRAM_BUCKETS`] buckets of
+    /// equal width over the `measured` iterations (fewer when fewer ran).
+    pub bytes_by_iteration: Vec<u64>,
 }
+
+/// Buckets of [`SiteSurvivors::bytes_by_iteration`] at most.
+pub(crate) const HISTOGRAM_BUCKETS: u32 = 64;
 
 /// All tagged blocks still live, grouped by site (largest first), and the number of
 /// distinct iterations they came from, of `measured` iterations.
@@ -599,8 +605,15 @@ pub(crate) fn survivors(measured: u32) -> (Vec<SiteSurvivors>, u32) {
             let quarter = (u64::from(iteration) * 4 / u64::from(measured.max(1))).min(3);
             per_quarter[quarter as usize] += 1;
         }
+        let width = measured.max(1).div_ceil(HISTOGRAM_BUCKETS);
+        let mut bytes_by_iteration = vec![0u64; measured.max(1).div_ceil(width) as usize];
+        for &(_, iteration, size) in group {
+            let bucket = ((iteration / width) as usize).min(bytes_by_iteration.len() - 1);
+            bytes_by_iteration[bucket] += size;
+        }
         sites.push(SiteSurvivors {
             per_quarter,
+            bytes_by_iteration,
             site: group[0].0,
             bytes: group.iter().map(|b| b.2).sum(),
             blocks: group.len() as u64,
