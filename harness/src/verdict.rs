@@ -32,6 +32,9 @@ use crate::measure::{Measurement, MemoryLimitHit, Outcome};
 use crate::scenario::{Growth, Policy};
 use leakgate_reports::text::bytes;
 
+/// One value of a sample (`None` where that probe did not run).
+type SampleValue = fn(&leakgate_reports::Sample) -> Option<u64>;
+
 /// Sites kept per finding.
 pub(crate) const MAX_SITES: usize = 10;
 /// Points the slope is fitted on at most (evenly spaced), to bound the pairwise work.
@@ -336,7 +339,7 @@ fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
 /// The trend of each byte series that was measured (heap, C heap, disk), with what it
 /// retained and may retain, so a report shows how close a pass came to failing.
 fn statistics(m: &Measurement, policy: &Policy) -> Vec<TrendStatistics> {
-    let series: [(Resource, fn(&leakgate_reports::Sample) -> Option<u64>); 3] = [
+    let series: [(Resource, SampleValue); 3] = [
         (Resource::Heap, |s| Some(s.heap_bytes)),
         (Resource::CHeap, |s| s.c_heap_bytes),
         (Resource::Disk, |s| s.disk_bytes),
@@ -501,7 +504,7 @@ fn growth_finding(
     m: &Measurement,
     policy: &Policy,
     resource: Resource,
-    value: fn(&leakgate_reports::Sample) -> Option<u64>,
+    value: SampleValue,
 ) -> Option<Finding> {
     let baseline = value(&m.series.baseline?)?;
     let retained = value(&m.series.end?)? as i64 - baseline as i64;
@@ -532,7 +535,7 @@ fn count_finding(
     m: &Measurement,
     policy: &Policy,
     resource: Resource,
-    value: fn(&leakgate_reports::Sample) -> Option<u64>,
+    value: SampleValue,
     leaked: &[String],
 ) -> Option<Finding> {
     let baseline = value(&m.series.baseline?)?;

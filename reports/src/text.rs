@@ -201,10 +201,10 @@ pub fn evidence(scenario: &ScenarioReport) -> String {
         return format!("crash: {cause}");
     }
     if scenario.findings.is_empty() {
-        return if scenario.iteration_error.is_some() {
-            "iteration error".to_owned()
-        } else {
-            "clean".to_owned()
+        return match (scenario.verdict, &scenario.iteration_error) {
+            (_, Some(_)) => "iteration error".to_owned(),
+            (Verdict::Pass, None) => "clean".to_owned(),
+            (_, None) => "expectation not met".to_owned(),
         };
     }
     scenario
