@@ -18,9 +18,9 @@ def load(path):
                 check_version(path, report)
                 return report
             header, *rest = f.read().splitlines()
+        report = json.loads(header)
     except (OSError, ValueError) as error:
         sys.exit(f"cannot read leakgate report {path}: {error}")
-    report = json.loads(header)
     check_version(path, report)
     scenarios = {}
     for number, line in enumerate(rest, start=2):
@@ -29,12 +29,19 @@ def load(path):
         try:
             scenario = json.loads(line)
         except json.JSONDecodeError as error:
-            if error.pos >= len(line.rstrip()) - 1:
-                continue  # cut short by a killed writer: the text ended mid-value
+            if cut_short(line, error):
+                continue
             sys.exit(f"{path}:{number}: not a scenario report: {error}")
         scenarios[scenario["name"]] = scenario
     report["scenarios"] = list(scenarios.values())
     return report
+
+
+def cut_short(line, error):
+    """Whether a line that does not parse ended mid-value (a writer killed mid-line), as
+    opposed to holding something that is not JSON: the text ran out inside a string, or
+    the parser wanted more at the very end."""
+    return error.msg.startswith("Unterminated string") or error.pos >= len(line.rstrip()) - 1
 
 
 def check_version(path, report):

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use leakgate_reports::render::{self, chart, markdown};
-use leakgate_reports::{REPORT_FILE, Report, ReportError, read_report, text, write_report};
+use leakgate_reports::{
+    LINES_FILE, REPORT_FILE, Report, ReportError, read_report, text, write_report,
+};
 
 #[derive(Parser)]
 #[command(
@@ -98,10 +100,8 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Render { report, out } => {
             let loaded = read_report(&report)?;
             let dir = out.unwrap_or_else(|| report_dir(&report));
-            // The assembled report goes next to the lines it came from.
-            if report_dir(&report) == dir {
-                write_report(&dir.join(REPORT_FILE), &loaded)?;
-            }
+            // The assembled report goes with the outputs, so they can be read again.
+            write_report(&dir.join(REPORT_FILE), &loaded)?;
             let written = render::render_all(&loaded, &dir)?;
             if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY") {
                 append(Path::new(&summary), &markdown::summary(&loaded, None))?;
@@ -133,8 +133,13 @@ fn run(command: Command) -> Result<(), Failure> {
             })?;
             let out = out
                 .unwrap_or_else(|| PathBuf::from(format!("{}.svg", render::file_stem(&scenario))));
-            let chart_error = |e: Box<dyn std::error::Error>| Failure(format!("{scenario}: {e}"));
-            let drawn = if out.extension().is_some_and(|e| e == "png") {
+            let chart_error = |e: Box<dyn std::error::Error>| {
+                Failure(format!("{}: chart of {scenario}: {e}", out.display()))
+            };
+            let drawn = if out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+            {
                 chart::png(found, &out).map_err(chart_error)?
             } else {
                 let svg = chart::svg(found).map_err(chart_error)?;
@@ -153,6 +158,15 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Merge { reports, out } => {
+            // A report directory's lines take precedence over its report.json: merging
+            // into one would be shadowed by what it already holds.
+            let lines = out.join(LINES_FILE);
+            if lines.exists() {
+                return Err(Failure(format!(
+                    "{}: the output directory already holds a run's lines; merge into a new directory",
+                    lines.display()
+                )));
+            }
             let mut merged: Option<Report> = None;
             for path in &reports {
                 let shard = read_report(path)?;

@@ -68,8 +68,8 @@ fn render_writes_every_output_and_summary_prints_the_table() {
         "index.html",
         "summary.md",
         "junit.xml",
-        "charts/a__clean.svg",
-        "charts/b__leaky.png",
+        "charts/a~clean.svg",
+        "charts/b~leaky.png",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
     }
@@ -109,6 +109,15 @@ fn shards_merge_into_one_report_with_every_scenario() {
     let names: Vec<&str> = merged.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["a/x", "a/y", "b/z"]);
     assert_eq!((merged.totals.passed, merged.totals.failed), (2, 1));
+    // Into a directory holding a run's lines, the merge would be shadowed by them.
+    let output = leakgate(
+        &["merge", "shard-1", "shard-2", "-o", "shard-1"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("report.jsonl: the output directory already holds a run's lines")
+    );
 }
 
 #[test]

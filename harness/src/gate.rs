@@ -236,7 +236,8 @@ impl Gate {
         // Under nextest each process runs one scenario and the run ends elsewhere: the
         // lines stay lines, and `leakgate render` assembles them.
         let run_ends_here = std::env::var_os("NEXTEST_RUN_ID").is_none();
-        let report_path = match sink.finish().filter(|_| run_ends_here) {
+        let assembled = if run_ends_here { sink.finish() } else { None };
+        let report_path = match assembled {
             Some(Ok(_)) => Some(sink.dir().join(leakgate_reports::REPORT_FILE)),
             Some(Err(error)) => {
                 eprintln!("leakgate: cannot assemble the report: {error}");

@@ -272,6 +272,11 @@ pub fn assemble(path: &Path) -> Result<Report, ReportError> {
 /// Assembles the report directory `dir`'s `report.jsonl` into its `report.json`, and
 /// returns the report.
 pub fn write_assembled(dir: &Path) -> Result<Report, ReportError> {
+    // Under the writers' lock: a report assembled from fewer lines must not replace one
+    // assembled from more.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = File::create(&lock_path).map_err(io_error(&lock_path))?;
+    lock.lock().map_err(io_error(&lock_path))?;
     let report = assemble(&dir.join(LINES_FILE))?;
     write_report(&dir.join(REPORT_FILE), &report)?;
     Ok(report)

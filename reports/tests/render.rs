@@ -261,16 +261,13 @@ fn the_page_shows_every_scenario_expands_failures_and_marks_expected_findings() 
     for scenario in &report.scenarios {
         assert!(page.contains(&format!("id=\"s-{}\"", render::file_stem(&scenario.name))));
     }
-    // Failing ones open, with their chart inline; passing ones closed, chart by file.
-    assert!(
-        page.contains("<section id=\"s-engine__snapshot_churn\" class=\"fail\"><details open>")
-    );
-    assert!(page.contains("<section id=\"s-engine__checkpoint_loop\" class=\"pass\"><details>"));
-    assert!(page.contains("<img src=\"charts/engine__checkpoint_loop.svg\""));
+    // Failing ones open, passing ones closed; every chart inline (the crash has none).
+    assert!(page.contains("<section id=\"s-engine~snapshot_churn\" class=\"fail\"><details open>"));
+    assert!(page.contains("<section id=\"s-engine~checkpoint_loop\" class=\"pass\"><details>"));
     assert_eq!(
         page.matches("<div class=\"chart\"><svg").count(),
-        2,
-        "the two failing charts inline"
+        4,
+        "every chart inline"
     );
     assert!(page.contains("heap <span class=\"expected-tag\">expected</span>"));
     assert!(page.contains("engine::pin_segment &nbsp;src/engine.rs:42"));
@@ -311,19 +308,48 @@ fn render_all_writes_every_output_next_to_the_report() {
         "index.html",
         "summary.md",
         "junit.xml",
-        "charts/engine__snapshot_churn.svg",
-        "charts/engine__snapshot_churn.png",
-        "dhat/engine__snapshot_churn.json",
-        "dhat/leak__registry.json",
+        "charts/engine~snapshot_churn.svg",
+        "charts/engine~snapshot_churn.png",
+        "dhat/engine~snapshot_churn.json",
+        "dhat/leak~registry.json",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
         assert!(written.contains(&dir.path().join(file)));
     }
-    assert!(!dir.path().join("charts/incident__page_cycle.svg").exists());
+    assert!(!dir.path().join("charts/incident~page_cycle.svg").exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("charts"))
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn degenerate_reports_draw_without_panicking() {
+    let mut one = ScenarioReport::new("edge/one_iteration", Verdict::Pass, "");
+    series(&mut one, [0]);
+    let svg = chart::svg(&one).unwrap().unwrap();
+    assert!(
+        !svg.contains("confirmation extension"),
+        "one planned, one ran"
+    );
+    let mut flat = ScenarioReport::new("edge/all_zero", Verdict::Pass, "");
+    series(&mut flat, [0; 50]);
+    chart::svg(&flat).unwrap().unwrap();
+    let mut wild = ScenarioReport::new("edge/wild_fit", Verdict::Fail, "");
+    let points = vec![ScalePoint::new(1, 10, 0), ScalePoint::new(2, 20, -5)];
+    wild.scaling = Some(Scaling::new(
+        points,
+        f64::NAN,
+        1e308,
+        -1e308,
+        "superlinear",
+        None,
+    ));
+    let svg = chart::svg(&wild).unwrap().unwrap();
+    assert!(
+        !svg.contains("fit:"),
+        "a fit that is not finite is not drawn"
+    );
 }

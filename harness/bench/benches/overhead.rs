@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p leakgate-bench` runs each workload binary in its own process,
 //! interleaving the allocators round by round so that drift on a noisy machine hits all
-//! of them alike. Each process reports its fastest of 5 repeats; the figure is the
+//! of them alike. Each process reports its fastest repeat (5 of `map`; 25 of `varied`,
+//! whose repeats take a few milliseconds, so one quiet one is rarer); the figure is the
 //! fastest over the rounds (the run least disturbed by the rest of a shared machine),
 //! printed with its ratio to raw jemalloc.
 
@@ -19,9 +20,19 @@ const VARIANTS: [(&str, &str); 4] = [
 ];
 const ROUNDS: usize = 7;
 
+fn repeats(workload: &str, exe: &str) -> usize {
+    // dhat-rs takes half a second a repeat: five are plenty for its scale.
+    if workload == "varied" && !exe.contains("dhat") {
+        25
+    } else {
+        5
+    }
+}
+
 fn run(exe: &str, workload: &str, threads: usize) -> (u128, String) {
     let output = Command::new(exe)
-        .args(["--threads", &threads.to_string(), "--repeats", "5"])
+        .args(["--threads", &threads.to_string()])
+        .args(["--repeats", &repeats(workload, exe).to_string()])
         .args(["--workload", workload])
         .output()
         .unwrap_or_else(|e| panic!("{exe}: {e}"));
@@ -80,7 +91,10 @@ fn measure(workload: &str) {
             .iter()
             .map(|v| v.iter().copied().min().unwrap_or(0))
             .collect();
-        println!("\n{threads} thread(s), fastest of {ROUNDS} rounds × 5 repeats:");
+        println!(
+            "\n{threads} thread(s), fastest of {ROUNDS} rounds × {} repeats (dhat-rs: 5):",
+            repeats(workload, "")
+        );
         for (i, (name, _)) in VARIANTS.iter().enumerate() {
             println!(
                 "  {name:<26} {:>9.2} ms  {:>6.2}× raw jemalloc  {}",

@@ -43,9 +43,9 @@ pub(crate) fn suits(address: usize, size: usize) -> bool {
 }
 /// Address space covered by one leaf: 64 MiB.
 const LEAF_SHIFT: u32 = 26;
-/// User-space addresses on x86-64 and AArch64 (48-bit virtual addresses, lower half).
-/// A block above is kept in the hash table.
-const ADDRESS_BITS: u32 = 47;
+/// User-space addresses: 47 bits on x86-64, 48 on AArch64 (which maps near 2⁴⁸). A
+/// block above is kept in the hash table.
+const ADDRESS_BITS: u32 = 48;
 const DIRECTORY_SLOTS: usize = 1 << (ADDRESS_BITS - LEAF_SHIFT);
 const TAGS_PER_LEAF: usize = 1 << (LEAF_SHIFT - GRANULE_SHIFT);
 /// Tags per chunk of the written-chunks bitmap: 64 KiB of tags, page-aligned.
@@ -128,7 +128,7 @@ impl Shadow {
         }
     }
 
-    /// Maps the directory (16 MiB of address space, a page of memory per 32 GiB of heap
+    /// Maps the directory (32 MiB of address space, a page of memory per 32 GiB of heap
     /// used). Called before recording starts, not from inside the allocator; until it
     /// succeeds, [`Shadow::insert`] declines every block.
     pub(crate) fn prepare(&self) {
@@ -271,7 +271,9 @@ impl Shadow {
     }
 
     /// Drops every tag and gives the memory back. For use when nothing is recording: a
-    /// block tagged at the same time may lose its tag (it then goes untracked).
+    /// block tagged at the same time may lose its tag (it then goes untracked), or keep
+    /// it in a chunk no longer marked written, which is why recording clears again
+    /// before it starts.
     pub(crate) fn clear(&self) {
         for (_, leaf) in self.installed_leaves() {
             for chunk in 0..CHUNKS_PER_LEAF {

@@ -46,6 +46,10 @@ pub(crate) fn table_in_use() -> bool {
 pub fn start(iteration: u32) -> stack::Method {
     let method = stack::detect();
     SHADOW.prepare();
+    // Nothing records now: tags a racing allocation left behind at the last `clear`
+    // must not pass for this recording's survivors.
+    SHADOW.clear();
+    SHADOW_DECLINED.store(false, Relaxed);
     ITERATION.store(iteration, Relaxed);
     TABLE_IN_USE.store(true, Relaxed);
     RECORDING.store(true, Relaxed);

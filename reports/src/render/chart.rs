@@ -227,16 +227,19 @@ where
                 Rectangle::new([(x, y - 5), (x + 16, y + 5)], GREEN.mix(0.3).filled())
             });
     }
-    let planned = f64::from(scenario.iterations);
-    if planned > 0.0 && measured + 1.0 > planned {
+    let (planned, ran) = (
+        f64::from(scenario.iterations),
+        scenario.series.iterations.len() as f64,
+    );
+    if planned > 0.0 && ran > planned {
         chart
             .draw_series(std::iter::once(Rectangle::new(
-                [(planned, low - pad), (measured, high + pad)],
+                [(planned - 0.5, low - pad), (measured, high + pad)],
                 BLACK.mix(0.07).filled(),
             )))?
             .label(format!(
                 "confirmation extension ({} iterations)",
-                measured + 1.0 - planned
+                ran - planned
             ))
             .legend(|(x, y)| {
                 Rectangle::new([(x, y - 5), (x + 16, y + 5)], BLACK.mix(0.2).filled())
@@ -255,6 +258,14 @@ where
             ))?
             .label(line.label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        if line.points.len() < 3 {
+            // Too few points for a line to show: mark them.
+            chart.draw_series(
+                line.points
+                    .iter()
+                    .map(|&p| Circle::new(p, 3, color.filled())),
+            )?;
+        }
     }
     if let Some(peak) = peak {
         chart
@@ -392,10 +403,16 @@ where
         .collect();
     let largest = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
     let fitted = |x: f64| scaling.peak_intercept + scaling.peak_bytes_per_unit * x;
+    // A report is input like any other: a fit that is not a finite line is not drawn.
+    let fit = [(0.0, fitted(0.0)), (largest, fitted(largest))];
+    let fit = fit
+        .iter()
+        .all(|p| p.1.is_finite() && p.1.abs() < 1e18)
+        .then_some(fit);
     let high = points
         .iter()
         .map(|p| p.1)
-        .chain([fitted(0.0), fitted(largest)])
+        .chain(fit.iter().flatten().map(|p| p.1))
         .fold(1.0f64, f64::max);
     let declared = scaling
         .expected
@@ -422,17 +439,16 @@ where
         .axis_desc_style((FONT, 12))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            [(0.0, fitted(0.0)), (largest, fitted(largest))],
-            HEAP_COLOR.stroke_width(1),
-        ))?
-        .label(format!(
-            "fit: {} + {}/unit",
-            bytes(scaling.peak_intercept as i64),
-            bytes(scaling.peak_bytes_per_unit as i64)
-        ))
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], HEAP_COLOR.stroke_width(1)));
+    if let Some(fit) = fit {
+        chart
+            .draw_series(LineSeries::new(fit, HEAP_COLOR.stroke_width(1)))?
+            .label(format!(
+                "fit: {} + {}/unit",
+                bytes(scaling.peak_intercept as i64),
+                bytes(scaling.peak_bytes_per_unit as i64)
+            ))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], HEAP_COLOR.stroke_width(1)));
+    }
     chart
         .draw_series(points.iter().map(|&p| Circle::new(p, 4, RED.filled())))?
         .label("peak at each size")

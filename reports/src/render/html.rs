@@ -2,11 +2,12 @@
 //! elsewhere), which opens from a downloaded CI artifact.
 //!
 //! A table has one row per scenario: verdict, heap growth per iteration, peak, margin to
-//! the threshold, duration and evidence. Below it, each scenario has a section: failing
-//! and crashed ones open, with their chart inline, their findings (expected ones marked),
-//! sites with frames, crash stack and statistics; passing ones closed, with their chart
-//! loaded from `charts/`. A small script checks on load that every chart rendered and
-//! records the result in `<body data-charts>`, for the browser check in CI.
+//! the threshold, duration and evidence. Below it, each scenario has a section with its
+//! chart inline (SVG), findings (expected ones marked), sites with frames, crash stack and
+//! statistics: failing and crashed ones open, passing ones closed. The page is one file:
+//! it opens alone, as well as from a downloaded artifact. A small script checks on load
+//! that every chart rendered and records the result in `<body data-charts>`, for the
+//! browser check in CI.
 
 use std::fmt::Write;
 
@@ -59,16 +60,12 @@ window.addEventListener('load', function () {
     var box = svg.getBBox();
     if (!(box.width > 0 && box.height > 0)) broken.push(svg.closest('section').id);
   });
-  document.querySelectorAll('.chart img').forEach(function (img) {
-    count++;
-    if (!(img.complete && img.naturalWidth > 0)) broken.push(img.getAttribute('src'));
-  });
   document.body.setAttribute('data-charts', broken.length ? 'broken: ' + broken.join(' ') : 'ok ' + count);
 });
 ";
 
-/// The page for `report`. `svgs[i]` is the inline chart of `report.scenarios[i]`, when
-/// it has one; charts of passing scenarios are loaded from `charts/` instead.
+/// The page for `report`. `svgs[i]` is the chart of `report.scenarios[i]`, when it has
+/// one.
 pub fn page(report: &Report, svgs: &[Option<String>]) -> String {
     let mut out = String::new();
     let _ = write!(
@@ -161,23 +158,10 @@ fn section(out: &mut String, scenario: &ScenarioReport, svg: Option<&str>) {
         verdict_label(scenario),
         escape(&scenario.summary)
     );
-    if !super::chart::panels(scenario).is_empty() {
-        match svg.filter(|_| failing) {
-            Some(svg) => {
-                // The SVG document's own XML declaration has no place inside HTML.
-                let element = svg.find("<svg").map_or(svg, |start| &svg[start..]);
-                let _ = writeln!(out, "<div class=\"chart\">{element}</div>");
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "<div class=\"chart\"><img src=\"{}\" alt=\"chart of {}\" width=\"{}\"></div>",
-                    escape(&super::chart_path(scenario, "svg")),
-                    escape(&scenario.name),
-                    super::chart::WIDTH
-                );
-            }
-        }
+    if let Some(svg) = svg {
+        // The SVG document's own XML declaration has no place inside HTML.
+        let element = svg.find("<svg").map_or(svg, |start| &svg[start..]);
+        let _ = writeln!(out, "<div class=\"chart\">{element}</div>");
     }
     for finding in &scenario.findings {
         finding_html(out, finding);

@@ -40,12 +40,14 @@ pub fn summary(report: &Report, charts: Option<&str>) -> String {
             escape_html(&scenario.name),
             escape_html(&scenario.summary)
         );
-        let _ = writeln!(out, "```text\n{}```\n", failure_text(scenario, None));
+        let text = failure_text(scenario, None);
+        let fence = "`".repeat(longest_backtick_run(&text).max(2) + 1);
+        let _ = writeln!(out, "{fence}text\n{text}{fence}\n");
         if let Some(charts) = charts.filter(|_| !super::chart::panels(scenario).is_empty()) {
             let _ = writeln!(
                 out,
                 "![chart of {}]({charts}/{}.png)\n",
-                scenario.name,
+                escape_html(&scenario.name).replace(['[', ']'], ""),
                 super::file_stem(&scenario.name)
             );
         }
@@ -57,9 +59,14 @@ pub fn summary(report: &Report, charts: Option<&str>) -> String {
     out
 }
 
-/// A table cell: pipes would end it.
+/// A table cell: pipes would end it, a line break would end the row, and GitHub reads
+/// `<…>` as HTML.
 fn escape_cell(text: &str) -> String {
-    text.replace('|', "\\|")
+    escape_html(text).replace('|', "\\|").replace('\n', " ")
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
 fn escape_html(text: &str) -> String {

@@ -51,19 +51,21 @@ pub enum RenderError {
     },
 }
 
-/// A scenario's name as a file name: `sqlite/checkpoint_loop` → `sqlite__checkpoint_loop`.
-/// Letters, digits, `-`, `_` and `.` stay; anything else becomes `_`.
+/// A scenario's name as a file name: `sqlite/checkpoint_loop` → `sqlite~checkpoint_loop`.
+/// ASCII letters, digits, `-`, `_` and `.` stay, `/` becomes `~`, and any other byte
+/// becomes `+XX` (hex), so that two names never share a file.
 pub fn file_stem(name: &str) -> String {
-    name.replace('/', "__")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
+    let mut stem = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'/' => stem.push('~'),
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') => {
+                stem.push(b as char)
             }
-        })
-        .collect()
+            b => stem.push_str(&format!("+{b:02x}")),
+        }
+    }
+    stem
 }
 
 /// Where the chart of `scenario` goes, relative to the report directory, as SVG or PNG.
