@@ -6,6 +6,8 @@
 #   LEAKGATE_REPORT_DIR  where the report goes (default: target/leakgate/gate)
 #   RUNNER               `cargo test` (default) or `cargo nextest run`
 #   PROFILE_ARGS         extra cargo arguments, such as --release
+#   PARTITION            with nextest, run one shard: count:K/N (see ci/merge-shards.sh)
+#   LEAKGATE_BASELINE    compare with a baseline (LEAKGATE_SAVE_BASELINE saves one)
 # Exit status: 0 when every scenario passed (seeded leaks must be found to pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,12 +19,19 @@ rm -f "$out"/charts/*.svg "$out"/charts/*.png "$out"/dhat/*.json
 status=0
 read -r -a profile <<<"${PROFILE_ARGS:-}"
 profile+=(-p leakgate-scenarios)
+if [ -n "${PARTITION:-}" ] && [ "${RUNNER:-cargo test}" != "cargo nextest run" ]; then
+  echo "ci/gate.sh: PARTITION needs RUNNER='cargo nextest run'" >&2
+  exit 2
+fi
 case "${RUNNER:-cargo test}" in
   "cargo test")
     LEAKGATE_REPORT_DIR="$out" cargo test "${profile[@]}" --no-fail-fast --test selftest --test engines || status=$?
     ;;
   "cargo nextest run")
-    LEAKGATE_REPORT_DIR="$out" cargo nextest run "${profile[@]}" --test selftest --test engines --no-fail-fast || status=$?
+    partition=()
+    [ -z "${PARTITION:-}" ] || partition=(--partition "$PARTITION")
+    LEAKGATE_REPORT_DIR="$out" cargo nextest run "${profile[@]}" --test selftest --test engines \
+      --no-fail-fast "${partition[@]}" || status=$?
     ;;
   *)
     echo "ci/gate.sh: RUNNER=${RUNNER} is neither 'cargo test' nor 'cargo nextest run'" >&2

@@ -152,3 +152,80 @@ fn a_malformed_or_foreign_report_is_an_error_naming_the_file() {
         }
     }
 }
+
+/// A report of one scenario whose footprint (heap at its baseline above the heap before
+/// setup) is `footprint` bytes.
+fn footprint_report(dir: &Path, footprint: u64) {
+    let mut s = scenario("cache/bounded", Verdict::Pass);
+    s.series.pre_setup = Some(Sample::heap(1000, 10, 1000, 10));
+    let base = 1000 + footprint;
+    s.series.baseline = Some(Sample::heap(base, 10, base, 10));
+    s.series.end = Some(Sample::heap(base, 10, base, 10));
+    let _ = std::fs::remove_dir_all(dir);
+    append_scenario(dir, "r", &Environment::new("t", "debug"), &s).unwrap();
+}
+
+#[test]
+fn compare_prints_the_delta_and_fails_on_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    footprint_report(&dir.path().join("main"), 100 << 10);
+    footprint_report(&dir.path().join("same"), 104 << 10);
+    footprint_report(&dir.path().join("bigger"), 1000 << 10);
+    let same = leakgate(&["compare", "main", "same"], dir.path());
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    assert!(text(&same).contains("cache/bounded ok"), "{}", text(&same));
+    let bigger = leakgate(&["compare", "main", "bigger", "--markdown"], dir.path());
+    assert_eq!(bigger.status.code(), Some(1), "{}", text(&bigger));
+    let table = text(&bigger);
+    assert!(
+        table.contains("| cache/bounded | REGRESSED | footprint 100.0 KiB → 1000.0 KiB"),
+        "{table}"
+    );
+    let missing = leakgate(&["compare", "nightly", "same"], dir.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing).contains("no baseline named \"nightly\""),
+        "{}",
+        text(&missing)
+    );
+}
+
+#[test]
+fn history_and_trend_flag_a_step_and_draw_its_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.jsonl");
+    for run in 0..24u64 {
+        // ±0.4 % of noise, and 3 % more footprint from run 16.
+        let noise = [0, 3, -2, 4, -4, 1, -1, 2][run as usize % 8];
+        let step = if run >= 16 { 103 } else { 100 };
+        let footprint = ((1u64 << 20) * step / 100) as i64 + noise * 1000;
+        footprint_report(&dir.path().join("run"), footprint as u64);
+        let output = leakgate(
+            &["history", "append", "run", "--to", "history.jsonl"],
+            dir.path(),
+        );
+        assert!(output.status.success(), "{}", text(&output));
+        if run == 12 {
+            let flat = leakgate(&["trend", "history.jsonl"], dir.path());
+            assert_eq!(flat.status.code(), Some(0), "flat so far: {}", text(&flat));
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&history).unwrap().lines().count(),
+        24
+    );
+    let output = leakgate(&["trend", "history.jsonl", "--charts", "trend"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("ALERT cache/bounded: footprint rose"),
+        "{}",
+        text(&output)
+    );
+    assert!(text(&output).contains("at run 16"), "{}", text(&output));
+    let svg = std::fs::read_to_string(dir.path().join("trend/cache~bounded.svg")).unwrap();
+    assert!(
+        svg.contains("alert: footprint rose at run 16"),
+        "the alert is marked"
+    );
+    assert!(dir.path().join("trend/cache~bounded.png").is_file());
+}

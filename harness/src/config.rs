@@ -10,6 +10,11 @@
 //! | `LEAKGATE_MEMORY_LIMIT` | heap above baseline that stops a scenario: `512M`, `2G` | 4 × its peak budget |
 //! | `LEAKGATE_ITERATIONS_SCALE` | a number in (0, 10000] multiplying measured iterations | `1` |
 //! | `LEAKGATE_ADAPTIVE` | `on` (stop early when conclusive, extend when ambiguous), `off` (fixed length) | `on` |
+//! | `LEAKGATE_SAVE_BASELINE` | a name: store each scenario's figures as that baseline | not saved |
+//! | `LEAKGATE_SAVE_BASELINE_IN_CI` | `1`: save even when `CI=true` | not saved in CI |
+//! | `LEAKGATE_BASELINE` | a name: compare each scenario with that baseline | no comparison |
+//! | `LEAKGATE_BASELINE_DIR` | where baselines live | `target/leakgate/baselines` |
+//! | `LEAKGATE_BASELINE_NOISE` | a figure's allowed rise over its baseline, as a fraction in [0, 100] | `0.25` |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +37,11 @@ const VARIABLES: &[&str] = &[
     "LEAKGATE_MEMORY_LIMIT",
     "LEAKGATE_ITERATIONS_SCALE",
     "LEAKGATE_ADAPTIVE",
+    "LEAKGATE_SAVE_BASELINE",
+    "LEAKGATE_SAVE_BASELINE_IN_CI",
+    "LEAKGATE_BASELINE",
+    "LEAKGATE_BASELINE_DIR",
+    "LEAKGATE_BASELINE_NOISE",
 ];
 
 /// The run's settings.
@@ -51,6 +61,16 @@ pub(crate) struct Config {
     pub adaptive: bool,
     /// `LEAKGATE_*` variables set but not known, each with the closest known name.
     pub unknown: Vec<(String, &'static str)>,
+    /// The baseline to compare with (`LEAKGATE_BASELINE`).
+    pub baseline: Option<String>,
+    /// The baseline to save (`LEAKGATE_SAVE_BASELINE`), when saving is allowed here.
+    pub save_baseline: Option<String>,
+    /// Why a requested baseline is not saved (in CI without `LEAKGATE_SAVE_BASELINE_IN_CI`).
+    pub save_refused: Option<String>,
+    /// Where baselines live (`LEAKGATE_BASELINE_DIR`).
+    pub baseline_dir: Option<PathBuf>,
+    /// A figure's allowed relative rise over its baseline (`LEAKGATE_BASELINE_NOISE`).
+    pub baseline_noise: f64,
 }
 
 /// A variable with a value leakgate does not accept.
@@ -82,9 +102,12 @@ impl Config {
 
     /// Warnings about the environment, for stderr: misspelled variables.
     pub(crate) fn warnings(&self) -> impl Iterator<Item = String> + '_ {
-        self.unknown.iter().map(|(name, closest)| {
-            format!("{name} is not a leakgate variable and is ignored; did you mean {closest}?")
-        })
+        self.unknown
+            .iter()
+            .map(|(name, closest)| {
+                format!("{name} is not a leakgate variable and is ignored; did you mean {closest}?")
+            })
+            .chain(self.save_refused.clone())
     }
 
     /// Reads the variables through `lookup` (the environment, or a test's table).
@@ -157,7 +180,53 @@ impl Config {
             None => None,
             Some(v) => parse_size(&v?),
         };
+        let name = |variable: &'static str| {
+            parse(
+                variable,
+                "a baseline name of letters, digits, '.', '_' or '-', such as main",
+                &|v| {
+                    !v.is_empty()
+                        && !v.starts_with('.')
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                },
+            )
+            .transpose()
+        };
+        let baseline = name("LEAKGATE_BASELINE")?;
+        let mut save_baseline = name("LEAKGATE_SAVE_BASELINE")?;
+        // Baselines are written on purpose: in CI only when that is said twice.
+        let in_ci = lookup("CI").is_some_and(|v| v == "true" || v == "1");
+        let forced = lookup("LEAKGATE_SAVE_BASELINE_IN_CI").is_some_and(|v| v.trim() == "1");
+        let save_refused = if in_ci && !forced {
+            save_baseline.take().map(|name| {
+                format!(
+                    "baseline {name:?} not saved: CI=true, and baselines are saved in CI only \
+                     with LEAKGATE_SAVE_BASELINE_IN_CI=1"
+                )
+            })
+        } else {
+            None
+        };
+        let baseline_dir = parse("LEAKGATE_BASELINE_DIR", "a directory path", &|v| {
+            !v.is_empty()
+        })
+        .transpose()?
+        .map(PathBuf::from);
+        let baseline_noise = match parse(
+            "LEAKGATE_BASELINE_NOISE",
+            "a fraction from 0 to 100, such as 0.25 for 25 %",
+            &|v| v.parse::<f64>().is_ok_and(|x| (0.0..=100.0).contains(&x)),
+        ) {
+            None => 0.25,
+            Some(v) => v?.parse().unwrap_or(0.25),
+        };
         Ok(Self {
+            baseline,
+            save_baseline,
+            save_refused,
+            baseline_dir,
+            baseline_noise,
             memory_limit,
             report_dir,
             timeout: duration("LEAKGATE_TIMEOUT", Duration::from_secs(300))?,

@@ -5,11 +5,13 @@
 //! directories, prints failures and hands the reports to the [`ReportSink`]. In a child
 //! it runs the one scenario it was started for ([`crate::child`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use leakgate_reports::baseline::{Figures, Thresholds};
 use leakgate_reports::{Frame, ScenarioReport, Verdict};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -92,6 +94,9 @@ pub enum SetupError {
     /// Two scenarios share a name.
     #[error("two scenarios are named {0:?}; names must be unique")]
     DuplicateName(String),
+    /// The baseline to compare with (`LEAKGATE_BASELINE`) is missing or malformed.
+    #[error("LEAKGATE_BASELINE: {0}")]
+    Baseline(leakgate_reports::ReportError),
 }
 
 /// What a gate's run concluded: libtest's counts and every scenario's report.
@@ -195,6 +200,7 @@ impl Gate {
         if !args.list {
             tempdirs::remove_stale();
         }
+        let baselines = Arc::new(Baselines::of(&config)?);
         let sink = Arc::new(ReportSink::new(&config));
         let reports = Arc::new(Mutex::new(Vec::new()));
         // Longest first, so the last to start does not end the run alone: a scenario
@@ -205,13 +211,18 @@ impl Gate {
             .into_iter()
             .map(|runnable| {
                 let spec = runnable.spec().clone();
-                let (sink, config, reports) =
-                    (Arc::clone(&sink), config.clone(), Arc::clone(&reports));
+                let (sink, config, reports, baselines) = (
+                    Arc::clone(&sink),
+                    config.clone(),
+                    Arc::clone(&reports),
+                    Arc::clone(&baselines),
+                );
                 Trial::test(spec.name.clone(), move || {
                     let started = Instant::now();
                     let run =
                         isolate::run_child(&spec.name, spec.timeout.unwrap_or(config.timeout));
-                    let report = scenario_report(&spec, &config, run, started.elapsed());
+                    let mut report = scenario_report(&spec, &config, run, started.elapsed());
+                    baselines.apply(&mut report, &config);
                     let recorded = sink.record(&report);
                     let verdict = report.verdict;
                     let text =
@@ -365,6 +376,71 @@ fn scenario_report(
     report.iterations = config.scaled(spec.iterations) as u32;
     report.duration_ms = elapsed.as_millis() as u64;
     report
+}
+
+/// The baselines of a run: the one to compare with, loaded before any scenario runs, and
+/// the one to save.
+struct Baselines {
+    compare: Option<(String, BTreeMap<String, Figures>)>,
+    save: Option<leakgate_reports::baseline::Baselines>,
+}
+
+impl Baselines {
+    fn of(config: &Config) -> Result<Self, SetupError> {
+        let root = config
+            .baseline_dir
+            .clone()
+            .unwrap_or_else(|| crate::sink::default_report_root().join("baselines"));
+        let compare = match &config.baseline {
+            Some(name) => {
+                let figures = leakgate_reports::baseline::Baselines::new(&root, name)
+                    .load()
+                    .map_err(SetupError::Baseline)?;
+                Some((name.clone(), figures))
+            }
+            None => None,
+        };
+        let save = config
+            .save_baseline
+            .as_deref()
+            .map(|name| leakgate_reports::baseline::Baselines::new(&root, name));
+        Ok(Self { compare, save })
+    }
+
+    /// Compares `report` with its baseline figures (the judge decides what a regression
+    /// does to the verdict) and saves its figures, as the run asked.
+    fn apply(&self, report: &mut ScenarioReport, config: &Config) {
+        let Some(figures) = Figures::of(report) else {
+            return;
+        };
+        if let Some((name, baseline)) = &self.compare {
+            match baseline.get(&report.name) {
+                Some(base) => {
+                    let comparison = leakgate_reports::baseline::compare(
+                        name,
+                        base,
+                        &figures,
+                        Thresholds::new(config.baseline_noise),
+                    );
+                    (report.verdict, report.summary) =
+                        verdict::against_baseline(report.verdict, &report.summary, &comparison);
+                    report.baseline = Some(comparison);
+                }
+                None => report
+                    .notes
+                    .push(format!("not in baseline {name}: nothing to compare with")),
+            }
+        }
+        if let Some(save) = &self.save {
+            match save.save(&figures) {
+                Ok(_) => {}
+                Err(error) => {
+                    report.verdict = Verdict::Fail;
+                    report.summary = format!("cannot save baseline {}: {error}", save.name());
+                }
+            }
+        }
+    }
 }
 
 /// The rules `spec` was judged by under `config`, as the report records them.

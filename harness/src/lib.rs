@@ -81,7 +81,9 @@
 //! Environment variables (for CI): `LEAKGATE_REPORT_DIR`, `LEAKGATE_TIMEOUT` (default
 //! `300s`), `LEAKGATE_SETTLE_TIMEOUT` (`1s`), `LEAKGATE_KEEP_DIRS`
 //! (`never`|`on-failure`|`always`), `LEAKGATE_SITES` (`exact`|`off`),
-//! `LEAKGATE_ITERATIONS_SCALE`, `LEAKGATE_MEMORY_LIMIT`, `LEAKGATE_ADAPTIVE` (`on`|`off`).
+//! `LEAKGATE_ITERATIONS_SCALE`, `LEAKGATE_MEMORY_LIMIT`, `LEAKGATE_ADAPTIVE` (`on`|`off`);
+//! baselines: `LEAKGATE_SAVE_BASELINE`, `LEAKGATE_BASELINE` (a name),
+//! `LEAKGATE_BASELINE_DIR`, `LEAKGATE_BASELINE_NOISE`, `LEAKGATE_SAVE_BASELINE_IN_CI`.
 //! A malformed value stops the run with an error naming the variable and the accepted
 //! values; a misspelled name gets a warning naming the closest real one.
 //!

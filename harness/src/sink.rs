@@ -102,7 +102,7 @@ fn environment() -> Environment {
 
 /// `<target>/leakgate`: cargo's target directory is the nearest ancestor of the test
 /// binary that holds `CACHEDIR.TAG`.
-fn default_report_root() -> PathBuf {
+pub(crate) fn default_report_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir).join("leakgate");
     }

@@ -59,6 +59,19 @@ pub(crate) struct Analysis {
     pub statistics: Vec<TrendStatistics>,
 }
 
+/// The verdict once the scenario is compared with its baseline: a pass that regressed
+/// against it fails, saying what regressed; anything else stands.
+pub(crate) fn against_baseline(
+    verdict: Verdict,
+    summary: &str,
+    comparison: &leakgate_reports::baseline::Comparison,
+) -> (Verdict, String) {
+    match comparison.regression() {
+        Some(regression) if verdict == Verdict::Pass => (Verdict::Fail, regression),
+        _ => (verdict, summary.to_owned()),
+    }
+}
+
 /// Judges how a scenario's run ended.
 pub(crate) fn judge(outcome: &Outcome, policy: &Policy) -> Analysis {
     match outcome {

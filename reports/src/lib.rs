@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod baseline;
+pub mod history;
 mod json;
 #[cfg(feature = "render")]
 pub mod render;
@@ -25,3 +27,20 @@ pub use json::{
     write_assembled, write_atomically, write_report,
 };
 pub use schema::*;
+
+/// A scenario's name as a file name: `sqlite/checkpoint_loop` → `sqlite~checkpoint_loop`.
+/// ASCII letters, digits, `-`, `_` and `.` stay, `/` becomes `~`, and any other byte
+/// becomes `+XX` (hex), so that two names never share a file.
+pub fn file_stem(name: &str) -> String {
+    let mut stem = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'/' => stem.push('~'),
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') => {
+                stem.push(b as char)
+            }
+            b => stem.push_str(&format!("+{b:02x}")),
+        }
+    }
+    stem
+}

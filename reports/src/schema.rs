@@ -239,6 +239,10 @@ pub struct ScenarioReport {
     /// of its sites and fault stack in files, for offline symbolization.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mappings: Vec<Mapping>,
+    /// The scenario compared with a baseline (`LEAKGATE_BASELINE`), when it had figures
+    /// there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::Comparison>,
 }
 
 /// The rules a scenario was judged by: its own declarations and the run's settings.
@@ -449,6 +453,7 @@ impl ScenarioReport {
             statistics: Vec::new(),
             engines: BTreeMap::new(),
             mappings: Vec::new(),
+            baseline: None,
         }
     }
 

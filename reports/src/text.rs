@@ -89,6 +89,16 @@ pub fn failure_text(report: &ScenarioReport, report_path: Option<&Path>) -> Stri
     if let Some(crash) = &report.crash {
         write_crash_stack(&mut out, &crash.stack);
     }
+    if let Some(comparison) = &report.baseline {
+        let _ = writeln!(out, "  against baseline {}:", comparison.baseline);
+        for delta in &comparison.deltas {
+            let mark = if delta.regressed { "REGRESSED" } else { "ok" };
+            let _ = writeln!(out, "    {mark:9} {}", delta.describe());
+        }
+        for site in &comparison.new_sites {
+            let _ = writeln!(out, "    REGRESSED new survivor site {site}");
+        }
+    }
     for note in report.notes.iter().filter(|n| !is_run_wide(n)) {
         let _ = writeln!(out, "  note: {note}");
     }

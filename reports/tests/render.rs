@@ -303,7 +303,7 @@ fn dhat_files_hold_the_sites_of_heap_findings_in_dhat_rs_format() {
 #[test]
 fn render_all_writes_every_output_next_to_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    let written = render::render_all(&report(), dir.path()).unwrap();
+    let written = render::render_all(&report(), dir.path(), render::CHARTS_DIR).unwrap();
     for file in [
         "index.html",
         "summary.md",

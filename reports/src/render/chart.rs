@@ -29,7 +29,7 @@ pub const PANEL_HEIGHT: u32 = 320;
 /// Sites drawn in the sites panel at most.
 const SITES_DRAWN: usize = 4;
 /// The font family registered for the charts' text.
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// A panel a chart can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ fn height(panels: &[Panel]) -> u32 {
     PANEL_HEIGHT * panels.len() as u32
 }
 
-fn register_font() {
+pub(crate) fn register_font() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
         // The bundled font parses; if it did not, text would be missing, not the chart.

@@ -8,9 +8,11 @@ pub mod dhat;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod trend;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::file_stem;
 use crate::json::write_atomically;
 use crate::schema::Report;
 use crate::{ReportError, ScenarioReport};
@@ -51,23 +53,6 @@ pub enum RenderError {
     },
 }
 
-/// A scenario's name as a file name: `sqlite/checkpoint_loop` → `sqlite~checkpoint_loop`.
-/// ASCII letters, digits, `-`, `_` and `.` stay, `/` becomes `~`, and any other byte
-/// becomes `+XX` (hex), so that two names never share a file.
-pub fn file_stem(name: &str) -> String {
-    let mut stem = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        match byte {
-            b'/' => stem.push('~'),
-            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') => {
-                stem.push(b as char)
-            }
-            b => stem.push_str(&format!("+{b:02x}")),
-        }
-    }
-    stem
-}
-
 /// Where the chart of `scenario` goes, relative to the report directory, as SVG or PNG.
 pub fn chart_path(scenario: &ScenarioReport, extension: &str) -> String {
     format!("{CHARTS_DIR}/{}.{extension}", file_stem(&scenario.name))
@@ -79,9 +64,14 @@ pub fn dhat_path(scenario: &ScenarioReport) -> String {
 }
 
 /// Writes every output of `report` into `dir`: the charts of each scenario, the DHAT
-/// files of heap and peak findings, `index.html`, `summary.md` and `junit.xml`. Returns
-/// the paths written. Each file is written whole or not at all.
-pub fn render_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
+/// files of heap and peak findings, `index.html`, `summary.md` (whose images point at
+/// `charts_url`: [`CHARTS_DIR`] next to it, or a URL for a pull-request comment) and
+/// `junit.xml`. Returns the paths written. Each file is written whole or not at all.
+pub fn render_all(
+    report: &Report,
+    dir: &Path,
+    charts_url: &str,
+) -> Result<Vec<PathBuf>, RenderError> {
     let mut written = Vec::new();
     let mut svgs = Vec::with_capacity(report.scenarios.len());
     for scenario in &report.scenarios {
@@ -120,7 +110,7 @@ pub fn render_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, RenderErr
     write_text(&html_path, &html::page(report, &svgs))?;
     written.push(html_path);
     let markdown_path = dir.join(MARKDOWN_FILE);
-    write_text(&markdown_path, &markdown::summary(report, Some(CHARTS_DIR)))?;
+    write_text(&markdown_path, &markdown::summary(report, Some(charts_url)))?;
     written.push(markdown_path);
     let junit_path = dir.join(JUNIT_FILE);
     let xml = junit::xml(report).map_err(|message| RenderError::Junit {
