@@ -183,6 +183,25 @@ fn section(out: &mut String, scenario: &ScenarioReport, svg: Option<&str>) {
         );
     }
     statistics_html(out, scenario);
+    if let Some(comparison) = &scenario.baseline {
+        let _ = writeln!(
+            out,
+            "<h4>Against baseline {}</h4>\n<ul>",
+            escape(&comparison.baseline)
+        );
+        for delta in &comparison.deltas {
+            let mark = if delta.regressed {
+                "<b>regressed</b>: "
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "<li>{mark}{}</li>", escape(&delta.describe()));
+        }
+        for site in &comparison.new_sites {
+            let _ = writeln!(out, "<li><b>new survivor site</b>: {}</li>", escape(site));
+        }
+        let _ = writeln!(out, "</ul>");
+    }
     for note in scenario
         .notes
         .iter()
