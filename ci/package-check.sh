@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Checks what a user depending on leakgate meets:
 #  - `cargo package` succeeds for the published crates (leakgate, leakgate-reports,
-#    leakgate-cli), and
+#    leakgate-cli, leakgate-scenarios), and
 #    each packaged crate builds on its own;
 #  - leakgate builds with every direct dependency at the lowest version it declares
 #    (cargo's direct-minimal-versions), so a crate pinned to an older serde can add it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-echo "-- cargo package -p leakgate-reports -p leakgate -p leakgate-cli"
+echo "-- cargo package -p leakgate-reports -p leakgate -p leakgate-cli -p leakgate-scenarios"
 # Packaging several workspace crates verifies each against the others through a local
 # overlay of crates.io. Cargo treats registry crates as immutable: it unpacks the overlay
 # copy into its registry cache and compiles it once per name and version, and reuses
@@ -21,7 +21,8 @@ package_target="$repo/target/package-check"
 rm -rf "$cargo_home"/registry/src/*/leakgate-reports-* "$cargo_home"/registry/src/*/leakgate-[0-9]* \
   "$cargo_home"/registry/cache/*/leakgate-reports-* "$cargo_home"/registry/cache/*/leakgate-[0-9]* \
   "$package_target"/debug/.fingerprint/leakgate-reports-* "$package_target"/debug/deps/*leakgate_reports-*
-CARGO_TARGET_DIR="$package_target" cargo package -p leakgate-reports -p leakgate -p leakgate-cli --allow-dirty
+CARGO_TARGET_DIR="$package_target" cargo package -p leakgate-reports -p leakgate -p leakgate-cli \
+  -p leakgate-scenarios --allow-dirty
 
 echo "-- leakgate at its lowest declared dependency versions"
 work=$(mktemp -d)

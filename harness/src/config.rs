@@ -14,6 +14,7 @@
 //! | `LEAKGATE_SAVE_BASELINE_IN_CI` | `1`: save even when `CI=true` | not saved in CI |
 //! | `LEAKGATE_BASELINE` | a name: compare each scenario with that baseline | no comparison |
 //! | `LEAKGATE_BASELINE_DIR` | where baselines live | `target/leakgate/baselines` |
+//! | `LEAKGATE_SUPPRESSIONS` | a file of suppression rules (see `Scenario::suppress`) | none |
 //! | `LEAKGATE_BASELINE_NOISE` | a figure's allowed rise over its baseline, as a fraction in [0, 100] | `0.25` |
 
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ const VARIABLES: &[&str] = &[
     "LEAKGATE_BASELINE",
     "LEAKGATE_BASELINE_DIR",
     "LEAKGATE_BASELINE_NOISE",
+    "LEAKGATE_SUPPRESSIONS",
 ];
 
 /// The run's settings.
@@ -71,6 +73,8 @@ pub(crate) struct Config {
     pub baseline_dir: Option<PathBuf>,
     /// A figure's allowed relative rise over its baseline (`LEAKGATE_BASELINE_NOISE`).
     pub baseline_noise: f64,
+    /// The suppressions file (`LEAKGATE_SUPPRESSIONS`).
+    pub suppressions: Option<PathBuf>,
 }
 
 /// A variable with a value leakgate does not accept.
@@ -221,7 +225,11 @@ impl Config {
             None => 0.25,
             Some(v) => v?.parse().unwrap_or(0.25),
         };
+        let suppressions = parse("LEAKGATE_SUPPRESSIONS", "a file path", &|v| !v.is_empty())
+            .transpose()?
+            .map(PathBuf::from);
         Ok(Self {
+            suppressions,
             baseline,
             save_baseline,
             save_refused,

@@ -97,6 +97,10 @@ pub enum SetupError {
     /// The baseline to compare with (`LEAKGATE_BASELINE`) is missing or malformed.
     #[error("LEAKGATE_BASELINE: {0}")]
     Baseline(leakgate_reports::ReportError),
+    /// The suppressions file (`LEAKGATE_SUPPRESSIONS`) cannot be read or holds a line
+    /// that is not a rule.
+    #[error("LEAKGATE_SUPPRESSIONS: {0}")]
+    Suppressions(#[from] crate::suppress::SuppressionError),
 }
 
 /// What a gate's run concluded: libtest's counts and every scenario's report.
@@ -201,6 +205,10 @@ impl Gate {
             tempdirs::remove_stale();
         }
         let baselines = Arc::new(Baselines::of(&config)?);
+        let file_rules = match &config.suppressions {
+            Some(path) => crate::suppress::Suppression::load(path)?,
+            None => Vec::new(),
+        };
         let sink = Arc::new(ReportSink::new(&config));
         let reports = Arc::new(Mutex::new(Vec::new()));
         // Longest first, so the last to start does not end the run alone: a scenario
@@ -210,7 +218,8 @@ impl Gate {
         let trials = scenarios
             .into_iter()
             .map(|runnable| {
-                let spec = runnable.spec().clone();
+                let mut spec = runnable.spec().clone();
+                spec.policy.suppressions.extend(file_rules.iter().cloned());
                 let (sink, config, reports, baselines) = (
                     Arc::clone(&sink),
                     config.clone(),
@@ -467,6 +476,12 @@ fn policy_report(spec: &Spec, config: &Config) -> leakgate_reports::Policy {
     policy.adaptive = spec.adaptive_under(config);
     policy.expected_crash = spec.policy.expect_crash;
     policy.expected_site = spec.policy.expect_site.clone();
+    policy.suppressions = spec
+        .policy
+        .suppressions
+        .iter()
+        .map(|rule| rule.describe())
+        .collect();
     policy
 }
 
@@ -524,6 +539,11 @@ mod tests {
                 &[("LEAKGATE_ITERATIONS_SCALE", "0.01")]
             )
             .contains("LEAKGATE_ITERATIONS_SCALE=0.01 leaves 1 of its 100 measured iterations")
+        );
+        assert_eq!(
+            refusal(Scenario::new("a/supp").suppress("function:x"), &[]),
+            "scenario \"a/supp\": suppress(\"function:x\"): scenario a/supp: \"function:x\" has no \
+             comment saying why; expected `function:TEXT`, `thread:TEXT` or `path:TEXT`, then `# why`"
         );
         // `setup` after `iterate` drops the iterate function: refused as such.
         let late_setup = Gate::new().scenario(

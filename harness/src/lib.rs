@@ -83,7 +83,8 @@
 //! (`never`|`on-failure`|`always`), `LEAKGATE_SITES` (`exact`|`off`),
 //! `LEAKGATE_ITERATIONS_SCALE`, `LEAKGATE_MEMORY_LIMIT`, `LEAKGATE_ADAPTIVE` (`on`|`off`);
 //! baselines: `LEAKGATE_SAVE_BASELINE`, `LEAKGATE_BASELINE` (a name),
-//! `LEAKGATE_BASELINE_DIR`, `LEAKGATE_BASELINE_NOISE`, `LEAKGATE_SAVE_BASELINE_IN_CI`.
+//! `LEAKGATE_BASELINE_DIR`, `LEAKGATE_BASELINE_NOISE`, `LEAKGATE_SAVE_BASELINE_IN_CI`;
+//! `LEAKGATE_SUPPRESSIONS` (a file of suppression rules, see `Scenario::suppress`).
 //! A malformed value stops the run with an error naming the variable and the accepted
 //! values; a misspelled name gets a warning naming the closest real one.
 //!
@@ -123,6 +124,7 @@ mod probe;
 mod scenario;
 mod session;
 mod sink;
+mod suppress;
 mod symbolize;
 #[allow(unsafe_code)]
 mod tempdirs;
@@ -134,6 +136,7 @@ pub use config::ConfigError;
 pub use gate::{Conclusion, Gate, SetupError};
 pub use leakgate_reports::{CrashCause, Resource};
 pub use scenario::{Ctx, DEFAULT_C_HEAP_TOLERANCE, Growth, IterationResult, Scenario};
+pub use suppress::SuppressionError;
 
 #[doc(hidden)]
 pub mod __private {

@@ -75,6 +75,9 @@ pub(crate) struct Policy {
     pub expect_growth: Option<Growth>,
     /// A known crash the scenario must end with, pinned as a finding.
     pub expect_crash: Option<CrashCause>,
+    /// Findings set aside while they are being fixed: the scenario's own rules and the
+    /// run's suppressions file.
+    pub suppressions: Vec<crate::suppress::Suppression>,
 }
 
 /// How memory grows with input size, from the exponent `e` of peak ≈ c · sizeᵉ.
@@ -271,6 +274,7 @@ impl Scenario<()> {
                     expect_site: None,
                     expect_growth: None,
                     expect_crash: None,
+                    suppressions: Vec::new(),
                 },
                 misuse: None,
                 min_iterations: None,
@@ -439,6 +443,23 @@ impl<S: 'static> Scenario<S> {
     pub fn expect_leak(mut self, resource: Resource) -> Self {
         if !self.spec.policy.expect.contains(&resource) {
             self.spec.policy.expect.push(resource);
+        }
+        self
+    }
+
+    /// Sets a known finding of this scenario aside while it is being fixed, with a rule
+    /// such as `"function:hashbrown::raw::RawTable::reserve  # upstream issue 123"`:
+    /// `function:` matches a heap, C heap or peak finding when any frame of its top site
+    /// contains the text, `thread:` a threads finding when every leaked thread's name does,
+    /// `path:` a files or descriptors finding when every leaked path does; the comment
+    /// after `#` says why and is required. The finding stays in the report, marked with the
+    /// rule; a rule that matches nothing is reported as stale. `LEAKGATE_SUPPRESSIONS`
+    /// names a file of such rules, one per line, for every scenario.
+    pub fn suppress(mut self, rule: &str) -> Self {
+        let origin = format!("scenario {}", self.spec.name);
+        match crate::suppress::Suppression::parse(rule, &origin) {
+            Ok(rule) => self.spec.policy.suppressions.push(rule),
+            Err(error) => self.spec.refuse(format!("suppress({rule:?}): {error}")),
         }
         self
     }

@@ -291,6 +291,14 @@ fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
     let mut findings = findings(m, policy);
     for finding in &mut findings {
         finding.expected = policy.expect.contains(&finding.resource);
+        // An expected leak is the scenario's point: no rule sets it aside.
+        if !finding.expected {
+            finding.suppressed = policy
+                .suppressions
+                .iter()
+                .find(|rule| rule.matches(finding))
+                .map(|rule| rule.describe());
+        }
     }
     let mut notes: Vec<String> = policy
         .expect
@@ -310,7 +318,9 @@ fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         .copied()
         .filter(|r| measured(m, *r) && !findings.iter().any(|f| f.resource == *r))
         .collect();
-    let unexpected = findings.iter().find(|f| !f.expected);
+    let unexpected = findings
+        .iter()
+        .find(|f| !f.expected && f.suppressed.is_none());
     let misattributed = misattribution(&findings, policy, m.survivors.recorded);
     let (verdict, summary) = if let Some(error) = &m.iteration_error {
         let phase = if error.phase == "warmup" {
@@ -965,6 +975,7 @@ mod tests {
             expect_site: None,
             expect_growth: None,
             expect_crash: None,
+            suppressions: Vec::new(),
         }
     }
 

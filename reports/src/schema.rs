@@ -268,6 +268,9 @@ pub struct Policy {
     pub expected_crash: Option<CrashCause>,
     /// Where the scenario said its leak or crash is (`expect_site`).
     pub expected_site: Option<String>,
+    /// The suppression rules that applied, as findings' `suppressed` names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressions: Vec<String>,
 }
 
 impl Policy {
@@ -283,6 +286,7 @@ impl Policy {
             adaptive: true,
             expected_crash: None,
             expected_site: None,
+            suppressions: Vec::new(),
         }
     }
 }
@@ -495,6 +499,10 @@ pub struct Finding {
     /// The leaked things by name: new descriptors with their targets, new threads with
     /// their names, leftover paths.
     pub leaked: Vec<String>,
+    /// The suppression rule that set this finding aside, with why and where it was
+    /// declared; a suppressed finding does not fail the scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
 }
 
 impl Finding {
@@ -511,6 +519,7 @@ impl Finding {
             held_after_teardown: None,
             sites: Vec::new(),
             leaked: Vec::new(),
+            suppressed: None,
         }
     }
 }

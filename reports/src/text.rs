@@ -61,6 +61,9 @@ pub fn failure_text(report: &ScenarioReport, report_path: Option<&Path>) -> Stri
         if report.findings.len() > 1 {
             let _ = writeln!(out, "{}: {}", finding.resource, finding.message);
         }
+        if let Some(rule) = &finding.suppressed {
+            let _ = writeln!(out, "  suppressed by {rule}");
+        }
         for item in finding.leaked.iter().take(LEAKED_SHOWN) {
             let _ = writeln!(out, "  - {item}");
         }
@@ -223,6 +226,8 @@ pub fn evidence(scenario: &ScenarioReport) -> String {
         .map(|f| {
             if f.expected {
                 format!("{} (expected)", f.resource)
+            } else if f.suppressed.is_some() {
+                format!("{} (suppressed)", f.resource)
             } else {
                 f.resource.to_string()
             }
@@ -281,6 +286,26 @@ pub fn totals_line(scenarios: &[ScenarioReport]) -> String {
     )
 }
 
+/// The suppression rules that applied in `scenarios` but set no finding aside in any of
+/// them: stale, the leak they were for is fixed (or the rule never matched).
+pub fn stale_suppressions(scenarios: &[ScenarioReport]) -> Vec<&str> {
+    let used: std::collections::BTreeSet<&str> = scenarios
+        .iter()
+        .flat_map(|s| &s.findings)
+        .filter_map(|f| f.suppressed.as_deref())
+        .collect();
+    let mut stale: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s.policy.as_ref())
+        .flat_map(|p| &p.suppressions)
+        .map(String::as_str)
+        .filter(|rule| !used.contains(rule))
+        .collect();
+    stale.sort_unstable();
+    stale.dedup();
+    stale
+}
+
 /// Each note of `scenarios` that concerns the whole run, once, sorted.
 pub fn run_wide_notes(scenarios: &[ScenarioReport]) -> Vec<&str> {
     let mut notes: Vec<&str> = scenarios
@@ -325,6 +350,9 @@ pub fn run_table(scenarios: &[ScenarioReport]) -> String {
     let _ = writeln!(out, "{}", totals_line(scenarios));
     for note in run_wide_notes(scenarios) {
         let _ = writeln!(out, "note: {note}");
+    }
+    for rule in stale_suppressions(scenarios) {
+        let _ = writeln!(out, "stale suppression: {rule} matched nothing in this run");
     }
     out
 }

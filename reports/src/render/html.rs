@@ -221,9 +221,14 @@ fn section(out: &mut String, scenario: &ScenarioReport, svg: Option<&str>) {
 
 fn finding_html(out: &mut String, finding: &Finding) {
     let tag = if finding.expected {
-        " <span class=\"expected-tag\">expected</span>"
+        " <span class=\"expected-tag\">expected</span>".to_owned()
+    } else if let Some(rule) = &finding.suppressed {
+        format!(
+            " <span class=\"expected-tag\">suppressed by {}</span>",
+            escape(rule)
+        )
     } else {
-        ""
+        String::new()
     };
     let _ = writeln!(
         out,

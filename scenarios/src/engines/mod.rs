@@ -1,17 +1,26 @@
-//! Adapters for real engines.
+//! Adapters for real engines, each behind the feature of its name (`sqlite`, `lmdb`,
+//! `redb`, `fjall` by default; `rocksdb`), and helpers for adapters of your own.
 
+#[cfg(feature = "fjall")]
 mod fjall;
+#[cfg(feature = "lmdb")]
 mod lmdb;
+#[cfg(feature = "redb")]
 mod redb;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "fjall")]
 pub use self::fjall::Fjall;
+#[cfg(feature = "lmdb")]
 pub use self::lmdb::{DATA_FILE as LMDB_DATA_FILE, Lmdb};
+#[cfg(feature = "redb")]
 pub use self::redb::Redb;
 #[cfg(feature = "rocksdb")]
 pub use self::rocks::RocksDb;
+#[cfg(feature = "sqlite")]
 pub use self::sqlite::Sqlite;
 
 use std::path::Path;

@@ -11,9 +11,11 @@
 //! | bbolt page cycle | [`page_cycle_check`] with [`Walk::Unguarded`] on LMDB | stack overflow, in `count_leaves` |
 
 mod checkpoint;
+#[cfg(feature = "lmdb")]
 mod page_cycle;
 mod staged_restore;
 
 pub use checkpoint::CheckpointPinsSegments;
+#[cfg(feature = "lmdb")]
 pub use page_cycle::{Walk, page_cycle_check};
 pub use staged_restore::StagedRestore;
