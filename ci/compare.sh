@@ -7,8 +7,13 @@
 #   REPORT_DIR  default: target/leakgate/gate
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BASELINE [REPORT_DIR] [--markdown]" >&2; exit 2; }
-cd "$(dirname "$0")/.."
+# Paths as the caller gave them, before moving to the workspace.
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 base=$1; shift
-report=target/leakgate/gate
-if [ $# -gt 0 ] && [ "$1" != --markdown ]; then report=$1; shift; fi
-cargo run --quiet -p leakgate-cli -- compare "$base" "$report" "$@"
+[ ! -e "$base" ] || base=$(absolute "$base")
+report=""
+if [ $# -gt 0 ] && [ "$1" != --markdown ]; then report=$(absolute "$1"); shift; fi
+cd "$(dirname "$0")/.."
+report=${report:-$PWD/target/leakgate/gate}
+baselines=${LEAKGATE_BASELINE_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/leakgate/baselines}
+cargo run --quiet -p leakgate-cli -- compare "$base" "$report" --baseline-dir "$baselines" "$@"

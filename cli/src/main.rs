@@ -438,14 +438,15 @@ fn comparison_rows(
     report
         .scenarios
         .iter()
-        .filter_map(|scenario| {
-            let now = Figures::of(scenario)?;
+        .map(|scenario| {
+            let Some(now) = Figures::of(scenario) else {
+                // It ended before its figures (a crash): nothing is known to be fine.
+                let why = format!("no figures: {}", scenario.summary);
+                return (scenario.name.clone(), "REGRESSED", why);
+            };
             let Some(before) = base.get(&scenario.name) else {
-                return Some((
-                    scenario.name.clone(),
-                    "new",
-                    "not in the baseline".to_owned(),
-                ));
+                let why = "not in the baseline".to_owned();
+                return (scenario.name.clone(), "new", why);
             };
             let comparison = compare(name, before, &now, thresholds);
             let status = if comparison.regressed() {
@@ -470,7 +471,7 @@ fn comparison_rows(
             } else {
                 changes.join("; ")
             };
-            Some((scenario.name.clone(), status, changes))
+            (scenario.name.clone(), status, changes)
         })
         .collect()
 }
@@ -516,8 +517,8 @@ fn write_trend_charts(
     scenarios.sort_unstable();
     scenarios.dedup();
     for scenario in scenarios {
-        let stem = dir.join(leakgate_reports::file_stem(scenario));
-        let svg_path = stem.with_extension("svg");
+        let stem = leakgate_reports::file_stem(scenario);
+        let svg_path = dir.join(format!("{stem}.svg"));
         let chart_error = |path: &Path| {
             let path = path.display().to_string();
             move |e: Box<dyn std::error::Error>| {
@@ -527,7 +528,7 @@ fn write_trend_charts(
         if let Some(svg) = trend::svg(entries, scenario, alerts).map_err(chart_error(&svg_path))? {
             std::fs::write(&svg_path, svg)
                 .map_err(|e| Failure(format!("{}: {e}", svg_path.display())))?;
-            let png_path = stem.with_extension("png");
+            let png_path = dir.join(format!("{stem}.png"));
             trend::png(entries, scenario, alerts, &png_path).map_err(chart_error(&png_path))?;
         }
     }

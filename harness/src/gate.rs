@@ -230,8 +230,8 @@ impl Gate {
                     let started = Instant::now();
                     let run =
                         isolate::run_child(&spec.name, spec.timeout.unwrap_or(config.timeout));
-                    let mut report = scenario_report(&spec, &config, run, started.elapsed());
-                    baselines.apply(&mut report, &config);
+                    let report =
+                        scenario_report(&spec, &config, &baselines, run, started.elapsed());
                     let recorded = sink.record(&report);
                     let verdict = report.verdict;
                     let text =
@@ -317,6 +317,7 @@ impl Gate {
 fn scenario_report(
     spec: &Spec,
     config: &Config,
+    baselines: &Baselines,
     run: ChildRun,
     elapsed: Duration,
 ) -> ScenarioReport {
@@ -347,6 +348,9 @@ fn scenario_report(
     if let crate::measure::Outcome::Crashed { crash, .. } = run.outcome {
         report.crash = Some(crash);
     }
+    // Before what depends on the verdict (output kept, scratch dirs kept): a regression
+    // against the baseline is a failure like any other.
+    baselines.apply(&mut report, config);
     if report.verdict != Verdict::Pass && !run.output.is_empty() {
         report.output = Some(run.output);
     }

@@ -341,13 +341,22 @@ fn analyze(m: &Measurement, policy: &Policy) -> Analysis {
         )
     } else if let Some(message) = misattributed {
         (Verdict::Fail, message)
-    } else if let Some(finding) = findings.first() {
+    } else if let Some(finding) = findings.iter().find(|f| f.expected) {
         (
             Verdict::Pass,
             format!("expected leak found: {}", finding.message),
         )
     } else {
-        (Verdict::Pass, clean_summary(m))
+        let suppressed = findings.iter().filter(|f| f.suppressed.is_some()).count();
+        let summary = match suppressed {
+            0 => clean_summary(m),
+            n => format!(
+                "{}; {n} finding{} suppressed",
+                clean_summary(m),
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        (Verdict::Pass, summary)
     };
     Analysis {
         verdict,

@@ -53,12 +53,16 @@ impl Figures {
             .c_heap_bytes
             .zip(end.c_heap_bytes)
             .map(|(b, e)| e as i64 - b as i64);
+        // A suppressed finding's sites are set aside with it; a frame that is only an
+        // address moves with ASLR and would read as a new site every run.
         let sites = scenario
             .findings
             .iter()
             .filter(|f| matches!(f.resource, Resource::Heap | Resource::Peak))
+            .filter(|f| f.suppressed.is_none())
             .flat_map(|f| &f.sites)
             .filter_map(|s| s.frames.first())
+            .filter(|f| !f.function.starts_with("0x"))
             .map(|f| f.function.clone())
             .collect();
         Some(Self {
@@ -139,7 +143,9 @@ impl Delta {
         let change = if self.base.abs() >= 1.0 {
             format!("{:+.0}%", (self.new - self.base) / self.base.abs() * 100.0)
         } else {
-            format!("{:+}", bytes((self.new - self.base).round() as i64))
+            let difference = (self.new - self.base).round() as i64;
+            let sign = if difference > 0 { "+" } else { "" };
+            format!("{sign}{}", bytes(difference))
         };
         let figure = self.figure.trim_end_matches("/iteration");
         format!(

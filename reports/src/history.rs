@@ -5,8 +5,10 @@
 //! runs before it (up to [`TrendConfig::window`]) are compared with the runs from it on
 //! (up to the same window) by Welch's t statistic. A change is flagged at the run with
 //! the largest t when `t ≥ t_threshold` and the means differ by at least `min_effect`
-//! (relative) and by more than the figure's absolute floor. Defaults: a window of 12
-//! runs, at least 6 runs before and 3 after, t ≥ 5, an effect of at least 1 %.
+//! (relative) and by more than the figure's absolute floor. Only changes within the last
+//! window are reported, so a step is flagged until 12 runs have confirmed it, not on every
+//! night after. Defaults: a window of 12 runs, at least 6 runs before and 3 after, t ≥ 5,
+//! an effect of at least 1 %.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -237,7 +239,9 @@ pub fn trend(history: &[Entry], config: TrendConfig) -> Vec<Alert> {
 /// `(run, mean before, mean after, t)`.
 pub fn change(values: &[f64], config: TrendConfig, floor: f64) -> Option<(usize, f64, f64, f64)> {
     let mut best: Option<(usize, f64, f64, f64)> = None;
-    for run in config.min_before..=values.len().saturating_sub(config.min_after) {
+    // Changes older than a window have been reported already, every night since.
+    let recent = values.len().saturating_sub(config.window);
+    for run in config.min_before.max(recent)..=values.len().saturating_sub(config.min_after) {
         let before = &values[run.saturating_sub(config.window)..run];
         let after = &values[run..(run + config.window).min(values.len())];
         let (mb, vb) = mean_variance(before);
@@ -300,8 +304,13 @@ mod tests {
         assert_eq!(run, 20);
         assert!((after / before - 1.02).abs() < 0.005, "{before} {after}");
         assert!(t >= 5.0);
-        // The step is not seen before enough runs after it.
+        // The step is not seen before enough runs after it, nor reported again once a
+        // whole window has passed since.
         assert_eq!(change(&values[..22], TrendConfig::default(), 4096.0), None);
+        let long: Vec<f64> = (0..60)
+            .map(|i| if i >= 20 { LEVEL * 1.02 } else { LEVEL } * (1.0 + 0.003 * noise(i)))
+            .collect();
+        assert_eq!(change(&long, TrendConfig::default(), 4096.0), None);
     }
 
     #[test]

@@ -106,8 +106,11 @@ pub struct Totals {
     pub crashed: u32,
     /// Findings the scenarios declared with `expect_leak` and that were found.
     pub expected_findings: u32,
-    /// Findings nobody expected.
+    /// Findings nobody expected (suppressed ones not included).
     pub unexpected_findings: u32,
+    /// Findings a suppression rule set aside.
+    #[serde(default)]
+    pub suppressed_findings: u32,
     /// Sum of the scenarios' durations, in milliseconds (more than the wall time when
     /// scenarios ran in parallel).
     pub duration_ms: u64,
@@ -127,6 +130,8 @@ impl Totals {
             for finding in &scenario.findings {
                 if finding.expected {
                     totals.expected_findings += 1;
+                } else if finding.suppressed.is_some() {
+                    totals.suppressed_findings += 1;
                 } else {
                     totals.unexpected_findings += 1;
                 }

@@ -161,7 +161,11 @@ fn location(frame: &Frame) -> String {
 /// finding or a pinned crash), `FAIL` or `CRASH`.
 pub fn verdict_label(scenario: &ScenarioReport) -> &'static str {
     match scenario.verdict {
-        Verdict::Pass if !scenario.findings.is_empty() || scenario.crash.is_some() => "pass*",
+        Verdict::Pass
+            if scenario.findings.iter().any(|f| f.expected) || scenario.crash.is_some() =>
+        {
+            "pass*"
+        }
         Verdict::Pass => "pass",
         Verdict::Fail => "FAIL",
         Verdict::Crashed => "CRASH",

@@ -2,6 +2,11 @@
 //! it ([`templates`]), adapters for real engines ([`engines`]), and the seeded scenarios
 //! leakgate tests itself with.
 //!
+//! Each bundled engine's adapter is behind the feature of its name: `sqlite`, `lmdb`,
+//! `redb` and `fjall` (the default), and `rocksdb`. A crate testing its own engine
+//! depends with `default-features = false`: only the trait and the templates, no bundled
+//! engine compiled.
+//!
 //! To test your own engine: implement [`Engine`] for it, pick templates, and add a test
 //! target with `harness = false`:
 //!
