@@ -510,13 +510,7 @@ fn write_trend_charts(
     dir: &Path,
 ) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
-    let mut scenarios: Vec<&str> = entries
-        .iter()
-        .flat_map(|e| e.figures.iter().map(|f| f.scenario.as_str()))
-        .collect();
-    scenarios.sort_unstable();
-    scenarios.dedup();
-    for scenario in scenarios {
+    for scenario in history::scenarios(entries) {
         let stem = leakgate_reports::file_stem(scenario);
         let svg_path = dir.join(format!("{stem}.svg"));
         let chart_error = |path: &Path| {

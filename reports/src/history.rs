@@ -206,16 +206,21 @@ pub fn series<'a>(history: &'a [Entry], scenario: &str, name: &str) -> Vec<(&'a 
         .collect()
 }
 
-/// Every scenario and watched figure whose series rose and stayed up.
-pub fn trend(history: &[Entry], config: TrendConfig) -> Vec<Alert> {
+/// The scenarios of a history, sorted, each once.
+pub fn scenarios(history: &[Entry]) -> Vec<&str> {
     let mut scenarios: Vec<&str> = history
         .iter()
         .flat_map(|e| e.figures.iter().map(|f| f.scenario.as_str()))
         .collect();
     scenarios.sort_unstable();
     scenarios.dedup();
+    scenarios
+}
+
+/// Every scenario and watched figure whose series rose and stayed up.
+pub fn trend(history: &[Entry], config: TrendConfig) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    for scenario in scenarios {
+    for scenario in scenarios(history) {
         for (name, floor) in WATCHED {
             let points = series(history, scenario, name);
             let values: Vec<f64> = points.iter().map(|p| p.1).collect();

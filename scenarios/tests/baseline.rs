@@ -4,29 +4,21 @@
 //! malformed baseline stops the run naming the file; and no baseline is saved in CI
 //! unless asked twice.
 
+mod common;
+
 use std::path::Path;
 use std::process::Output;
 
+use common::said;
 use leakgate_reports::{Verdict, read_report};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_baseline-fixture");
 
 fn run(reports: &Path, baselines: &Path, vars: &[(&str, &str)]) -> Output {
-    std::process::Command::new(FIXTURE)
-        .env_remove("CI")
-        .env("LEAKGATE_REPORT_DIR", reports)
-        .env("LEAKGATE_BASELINE_DIR", baselines)
-        .envs(vars.iter().copied())
-        .output()
-        .expect("the baseline fixture runs")
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    let baselines = baselines.to_str().expect("a UTF-8 temp path");
+    let mut all = vec![("LEAKGATE_BASELINE_DIR", baselines)];
+    all.extend_from_slice(vars);
+    common::run(FIXTURE, reports, &all)
 }
 
 #[test]

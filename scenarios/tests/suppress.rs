@@ -3,27 +3,18 @@
 //! matched nothing is reported as stale, rules from a file apply to every scenario, and
 //! a malformed rule stops the run naming the file and line.
 
+mod common;
+
 use std::path::Path;
 use std::process::Output;
 
+use common::said;
 use leakgate_reports::{Resource, Verdict, read_report};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_suppress-fixture");
 
 fn run(reports: &Path, vars: &[(&str, &str)]) -> Output {
-    std::process::Command::new(FIXTURE)
-        .env("LEAKGATE_REPORT_DIR", reports)
-        .envs(vars.iter().copied())
-        .output()
-        .expect("the suppress fixture runs")
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    common::run(FIXTURE, reports, vars)
 }
 
 #[test]

@@ -13,10 +13,12 @@
 //! the same on a headless CI runner with no fonts installed.
 
 use std::error::Error;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::schema::{Resource, ScenarioReport, Site};
@@ -105,6 +107,59 @@ pub(crate) fn register_font() {
 }
 
 type Drawn = Result<(), Box<dyn Error>>;
+
+/// A panel's chart: x from `x`, byte amounts on y.
+pub(crate) type BytePanel<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The axes every panel here draws on: a caption of `caption_size` points, `x` labelled
+/// `x_desc` in whole numbers, `y` in bytes, no minor grid lines.
+pub(crate) fn byte_axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    caption_size: u32,
+    x: Range<f64>,
+    y: Range<f64>,
+    x_desc: &str,
+) -> Result<BytePanel<'a, DB>, Box<dyn Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, caption_size))
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| bytes(*v as i64))
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 12))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The legend of the series drawn on `chart`, in its upper left corner.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut BytePanel<'a, DB>,
+    font_size: u32,
+) -> Drawn
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, font_size))
+        .draw()?;
+    Ok(())
+}
 
 fn draw<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -198,24 +253,15 @@ where
         .chain(peak)
         .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = ((high - low) * 0.08).max(64.0);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{}: memory above baseline", scenario.name),
-            (FONT, 16),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..measured, (low - pad)..(high + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc("measured iteration")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| bytes(*v as i64))
-        .label_style((FONT, 12))
-        .axis_desc_style((FONT, 12))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let caption = format!("{}: memory above baseline", scenario.name);
+    let mut chart = byte_axes(
+        area,
+        &caption,
+        16,
+        0.0..measured,
+        (low - pad)..(high + pad),
+        "measured iteration",
+    )?;
     if tolerance > 0.0 {
         chart
             .draw_series(std::iter::once(Rectangle::new(
@@ -289,13 +335,7 @@ where
             .label(format!("growth from iteration {start}"))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.stroke_width(1)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 12))
-        .draw()?;
+    draw_legend(&mut chart, 12)?;
     Ok(())
 }
 
@@ -355,37 +395,22 @@ where
         .iter()
         .flat_map(|(_, points)| points.iter().map(|p| p.1))
         .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "surviving bytes by the iteration that allocated them (accumulated), top sites",
-            (FONT, 14),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..measured, 0.0..high * 1.1)?;
-    chart
-        .configure_mesh()
-        .x_desc("measured iteration")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| bytes(*v as i64))
-        .label_style((FONT, 12))
-        .axis_desc_style((FONT, 12))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let caption = "surviving bytes by the iteration that allocated them (accumulated), top sites";
+    let mut chart = byte_axes(
+        area,
+        caption,
+        14,
+        0.0..measured,
+        0.0..high * 1.1,
+        "measured iteration",
+    )?;
     for ((label, points), color) in curves.into_iter().zip(SITE_COLORS) {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 11))
-        .draw()?;
+    draw_legend(&mut chart, 11)?;
     Ok(())
 }
 
@@ -418,27 +443,18 @@ where
         .expected
         .as_deref()
         .map_or(String::new(), |e| format!(", declared {e}"));
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "peak against input size: exponent {:.2} ({}{declared})",
-                scaling.peak_exponent, scaling.growth
-            ),
-            (FONT, 14),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..largest * 1.05, 0.0..high * 1.1)?;
-    chart
-        .configure_mesh()
-        .x_desc("input size")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| bytes(*v as i64))
-        .label_style((FONT, 12))
-        .axis_desc_style((FONT, 12))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let caption = format!(
+        "peak against input size: exponent {:.2} ({}{declared})",
+        scaling.peak_exponent, scaling.growth
+    );
+    let mut chart = byte_axes(
+        area,
+        &caption,
+        14,
+        0.0..largest * 1.05,
+        0.0..high * 1.1,
+        "input size",
+    )?;
     if let Some(fit) = fit {
         chart
             .draw_series(LineSeries::new(fit, HEAP_COLOR.stroke_width(1)))?
@@ -453,12 +469,6 @@ where
         .draw_series(points.iter().map(|&p| Circle::new(p, 4, RED.filled())))?
         .label("peak at each size")
         .legend(|(x, y)| Circle::new((x + 8, y), 4, RED.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 12))
-        .draw()?;
+    draw_legend(&mut chart, 12)?;
     Ok(())
 }

@@ -7,9 +7,8 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::chart::{FONT, PANEL_HEIGHT, WIDTH, register_font};
+use super::chart::{PANEL_HEIGHT, WIDTH, byte_axes, draw_legend, register_font};
 use crate::history::{Alert, Entry, WATCHED, series};
-use crate::text::bytes;
 
 const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
@@ -92,21 +91,15 @@ where
         .filter(|v| v.is_finite())
         .fold((0.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = (high - low) * 0.08;
-    let mut chart = ChartBuilder::on(area)
-        .caption(format!("{scenario}: figures over the runs"), (FONT, 16))
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..last, (low - pad)..(high + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc("run")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| bytes(*v as i64))
-        .label_style((FONT, 12))
-        .axis_desc_style((FONT, 12))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let caption = format!("{scenario}: figures over the runs");
+    let mut chart = byte_axes(
+        area,
+        &caption,
+        16,
+        0.0..last,
+        (low - pad)..(high + pad),
+        "run",
+    )?;
     for ((name, points), color) in lines.into_iter().zip(COLORS) {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
@@ -125,12 +118,6 @@ where
             .label(format!("alert: {} rose at run {}", alert.figure, alert.run))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 12))
-        .draw()?;
+    draw_legend(&mut chart, 12)?;
     Ok(())
 }

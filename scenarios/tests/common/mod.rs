@@ -1,0 +1,24 @@
+//! Running a fixture binary as a user's CI would, for the tests that check what it did.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `exe` with its report in `reports` and `vars` set, outside CI (so that nothing
+/// of the machine's `CI` variable leaks into what the test checks).
+pub fn run(exe: &str, reports: &Path, vars: &[(&str, &str)]) -> Output {
+    Command::new(exe)
+        .env_remove("CI")
+        .env("LEAKGATE_REPORT_DIR", reports)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{exe} runs: {e}"))
+}
+
+/// What the run printed, stdout then stderr.
+pub fn said(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
