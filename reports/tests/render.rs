@@ -189,7 +189,7 @@ fn well_formed(svg: &str) {
 fn png_of(scenario: &ScenarioReport) -> (u32, u32, usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chart.png");
-    assert!(chart::png(scenario, &path).unwrap());
+    chart::png(scenario, &path).unwrap();
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
@@ -209,7 +209,7 @@ fn each_kind_of_chart_draws_its_series_and_axes() {
         chart::panels(leak),
         [chart::Panel::Memory, chart::Panel::Sites]
     );
-    let svg = chart::svg(leak).unwrap().unwrap();
+    let svg = chart::svg(leak).unwrap();
     well_formed(&svg);
     for text in [
         "engine/snapshot_churn: memory above baseline",
@@ -231,7 +231,7 @@ fn each_kind_of_chart_draws_its_series_and_axes() {
         chart::panels(scaling),
         [chart::Panel::Memory, chart::Panel::Scaling]
     );
-    let svg = chart::svg(scaling).unwrap().unwrap();
+    let svg = chart::svg(scaling).unwrap();
     well_formed(&svg);
     for text in [
         "input size",
@@ -243,16 +243,20 @@ fn each_kind_of_chart_draws_its_series_and_axes() {
     }
     assert_eq!(png_of(scaling).1, 2 * chart::PANEL_HEIGHT);
 
-    // A crash before the baseline has nothing to draw, and says so instead of drawing
-    // empty axes.
+    // A crash before the first measured iteration has nothing to plot: its chart says
+    // what ended it instead of drawing empty axes.
     let crashed = report.scenario("incident/page_cycle").unwrap();
-    assert!(chart::svg(crashed).unwrap().is_none());
+    assert_eq!(chart::panels(crashed), [chart::Panel::Nothing]);
+    let svg = chart::svg(crashed).unwrap();
+    well_formed(&svg);
+    assert!(svg.contains("incident/page_cycle: no measured iteration to draw"));
+    assert!(svg.contains("crashed in iteration 3: stack overflow"));
 }
 
 #[test]
 fn the_page_shows_every_scenario_expands_failures_and_marks_expected_findings() {
     let report = report();
-    let svgs: Vec<Option<String>> = report
+    let svgs: Vec<String> = report
         .scenarios
         .iter()
         .map(|s| chart::svg(s).unwrap())
@@ -261,12 +265,12 @@ fn the_page_shows_every_scenario_expands_failures_and_marks_expected_findings() 
     for scenario in &report.scenarios {
         assert!(page.contains(&format!("id=\"s-{}\"", render::file_stem(&scenario.name))));
     }
-    // Failing ones open, passing ones closed; every chart inline (the crash has none).
+    // Failing ones open, passing ones closed; every chart inline.
     assert!(page.contains("<section id=\"s-engine~snapshot_churn\" class=\"fail\"><details open>"));
     assert!(page.contains("<section id=\"s-engine~checkpoint_loop\" class=\"pass\"><details>"));
     assert_eq!(
         page.matches("<div class=\"chart\"><svg").count(),
-        4,
+        report.scenarios.len(),
         "every chart inline"
     );
     assert!(page.contains("heap <span class=\"expected-tag\">expected</span>"));
@@ -316,7 +320,7 @@ fn render_all_writes_every_output_next_to_the_report() {
         assert!(dir.path().join(file).is_file(), "{file} missing");
         assert!(written.contains(&dir.path().join(file)));
     }
-    assert!(!dir.path().join("charts/incident~page_cycle.svg").exists());
+    assert!(dir.path().join("charts/incident~page_cycle.svg").exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("charts"))
         .unwrap()
         .filter_map(Result::ok)
@@ -329,14 +333,14 @@ fn render_all_writes_every_output_next_to_the_report() {
 fn degenerate_reports_draw_without_panicking() {
     let mut one = ScenarioReport::new("edge/one_iteration", Verdict::Pass, "");
     series(&mut one, [0]);
-    let svg = chart::svg(&one).unwrap().unwrap();
+    let svg = chart::svg(&one).unwrap();
     assert!(
         !svg.contains("confirmation extension"),
         "one planned, one ran"
     );
     let mut flat = ScenarioReport::new("edge/all_zero", Verdict::Pass, "");
     series(&mut flat, [0; 50]);
-    chart::svg(&flat).unwrap().unwrap();
+    chart::svg(&flat).unwrap();
     let mut wild = ScenarioReport::new("edge/wild_fit", Verdict::Fail, "");
     let points = vec![ScalePoint::new(1, 10, 0), ScalePoint::new(2, 20, -5)];
     wild.scaling = Some(Scaling::new(
@@ -347,7 +351,7 @@ fn degenerate_reports_draw_without_panicking() {
         "superlinear",
         None,
     ));
-    let svg = chart::svg(&wild).unwrap().unwrap();
+    let svg = chart::svg(&wild).unwrap();
     assert!(
         !svg.contains("fit:"),
         "a fit that is not finite is not drawn"

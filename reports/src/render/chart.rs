@@ -42,10 +42,13 @@ pub enum Panel {
     Sites,
     /// Peak against input size.
     Scaling,
+    /// What happened instead, for a scenario that ended before any measured iteration.
+    Nothing,
 }
 
-/// The panels `scenario`'s report has data for, in drawing order; empty when it has
-/// nothing to draw (a scenario that crashed before its baseline).
+/// The panels `scenario`'s report has data for, in drawing order; [`Panel::Nothing`] alone
+/// when it has none (a scenario that crashed before its first measured iteration), so
+/// every scenario has a chart.
 pub fn panels(scenario: &ScenarioReport) -> Vec<Panel> {
     let mut panels = Vec::new();
     if scenario.series.baseline.is_some() && !scenario.series.iterations.is_empty() {
@@ -61,15 +64,15 @@ pub fn panels(scenario: &ScenarioReport) -> Vec<Panel> {
     {
         panels.push(Panel::Scaling);
     }
+    if panels.is_empty() {
+        panels.push(Panel::Nothing);
+    }
     panels
 }
 
-/// The chart of `scenario` as an SVG document, or `None` when there is nothing to draw.
-pub fn svg(scenario: &ScenarioReport) -> Result<Option<String>, Box<dyn Error>> {
+/// The chart of `scenario` as an SVG document.
+pub fn svg(scenario: &ScenarioReport) -> Result<String, Box<dyn Error>> {
     let panels = panels(scenario);
-    if panels.is_empty() {
-        return Ok(None);
-    }
     register_font();
     let mut text = String::new();
     {
@@ -77,25 +80,28 @@ pub fn svg(scenario: &ScenarioReport) -> Result<Option<String>, Box<dyn Error>> 
         draw(&area, scenario, &panels)?;
         area.present()?;
     }
-    Ok(Some(text))
+    Ok(text)
 }
 
-/// Writes the chart of `scenario` as a PNG to `path`; `false` when there is nothing to
-/// draw (and nothing is written).
-pub fn png(scenario: &ScenarioReport, path: &Path) -> Result<bool, Box<dyn Error>> {
+/// Writes the chart of `scenario` as a PNG to `path`.
+pub fn png(scenario: &ScenarioReport, path: &Path) -> Result<(), Box<dyn Error>> {
     let panels = panels(scenario);
-    if panels.is_empty() {
-        return Ok(false);
-    }
     register_font();
     let area = BitMapBackend::new(path, (WIDTH, height(&panels))).into_drawing_area();
     draw(&area, scenario, &panels)?;
     area.present()?;
-    Ok(true)
+    Ok(())
 }
 
 fn height(panels: &[Panel]) -> u32 {
-    PANEL_HEIGHT * panels.len() as u32
+    panels
+        .iter()
+        .map(|panel| match panel {
+            // A caption and a line of text.
+            Panel::Nothing => 72,
+            _ => PANEL_HEIGHT,
+        })
+        .sum()
 }
 
 pub(crate) fn register_font() {
@@ -175,8 +181,26 @@ where
             Panel::Memory => memory(&part, scenario)?,
             Panel::Sites => sites(&part, scenario)?,
             Panel::Scaling => scaling(&part, scenario)?,
+            Panel::Nothing => nothing(&part, scenario)?,
         }
     }
+    Ok(())
+}
+
+/// The scenario's name and what ended it, where the other panels would be.
+fn nothing<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scenario: &ScenarioReport) -> Drawn
+where
+    DB::ErrorType: 'static,
+{
+    let area = area.titled(
+        &format!("{}: no measured iteration to draw", scenario.name),
+        (FONT, 16),
+    )?;
+    let mut summary: String = scenario.summary.chars().take(110).collect();
+    if scenario.summary.chars().count() > 110 {
+        summary.push('…');
+    }
+    area.draw(&Text::new(summary, (20, 12), (FONT, 14)))?;
     Ok(())
 }
 

@@ -64,9 +64,8 @@ window.addEventListener('load', function () {
 });
 ";
 
-/// The page for `report`. `svgs[i]` is the chart of `report.scenarios[i]`, when it has
-/// one.
-pub fn page(report: &Report, svgs: &[Option<String>]) -> String {
+/// The page for `report`. `svgs[i]` is the chart of `report.scenarios[i]`.
+pub fn page(report: &Report, svgs: &[String]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -88,7 +87,7 @@ pub fn page(report: &Report, svgs: &[Option<String>]) -> String {
     }
     table(&mut out, report);
     for (index, scenario) in report.scenarios.iter().enumerate() {
-        let svg = svgs.get(index).and_then(Option::as_deref);
+        let svg = svgs.get(index).map(String::as_str);
         section(&mut out, scenario, svg);
     }
     let _ = write!(out, "<script>{CHECK}</script>\n</body>\n</html>\n");

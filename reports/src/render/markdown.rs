@@ -43,7 +43,7 @@ pub fn summary(report: &Report, charts: Option<&str>) -> String {
         let text = failure_text(scenario, None);
         let fence = "`".repeat(longest_backtick_run(&text).max(2) + 1);
         let _ = writeln!(out, "{fence}text\n{text}{fence}\n");
-        if let Some(charts) = charts.filter(|_| !super::chart::panels(scenario).is_empty()) {
+        if let Some(charts) = charts {
             let _ = writeln!(
                 out,
                 "![chart of {}]({charts}/{}.png)\n",

@@ -80,25 +80,23 @@ pub fn render_all(
             message: error.to_string(),
         };
         let svg = chart::svg(scenario).map_err(chart_error)?;
-        if let Some(svg) = &svg {
-            let path = dir.join(chart_path(scenario, "svg"));
-            write_text(&path, svg)?;
-            written.push(path);
-            let png = dir.join(chart_path(scenario, "png"));
-            // Written beside and renamed, as the other files are; plotters picks the
-            // image format by the extension, so the temporary name keeps `.png`.
-            let tmp = dir.join(CHARTS_DIR).join(format!(
-                ".{}.{}.png",
-                file_stem(&scenario.name),
-                std::process::id()
-            ));
-            chart::png(scenario, &tmp).map_err(chart_error)?;
-            std::fs::rename(&tmp, &png).map_err(|source| ReportError::Io {
-                path: png.clone(),
-                source,
-            })?;
-            written.push(png);
-        }
+        let path = dir.join(chart_path(scenario, "svg"));
+        write_text(&path, &svg)?;
+        written.push(path);
+        let png = dir.join(chart_path(scenario, "png"));
+        // Written beside and renamed, as the other files are; plotters picks the image
+        // format by the extension, so the temporary name keeps `.png`.
+        let tmp = dir.join(CHARTS_DIR).join(format!(
+            ".{}.{}.png",
+            file_stem(&scenario.name),
+            std::process::id()
+        ));
+        chart::png(scenario, &tmp).map_err(chart_error)?;
+        std::fs::rename(&tmp, &png).map_err(|source| ReportError::Io {
+            path: png.clone(),
+            source,
+        })?;
+        written.push(png);
         svgs.push(svg);
         if let Some(file) = dhat::file(scenario, report) {
             let path = dir.join(dhat_path(scenario));
