@@ -3,11 +3,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs `exe` with its report in `reports` and `vars` set, outside CI (so that nothing
-/// of the machine's `CI` variable leaks into what the test checks).
+/// Runs `exe` with its report in `reports` and `vars` set, as its own run: outside CI,
+/// and not as a process of the nextest run that may be running this test (which would
+/// leave the end of its run to nextest: no report.json, no end-of-run table).
 pub fn run(exe: &str, reports: &Path, vars: &[(&str, &str)]) -> Output {
     Command::new(exe)
         .env_remove("CI")
+        .env_remove("NEXTEST_RUN_ID")
         .env("LEAKGATE_REPORT_DIR", reports)
         .envs(vars.iter().copied())
         .output()
