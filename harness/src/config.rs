@@ -7,6 +7,7 @@
 //! | `LEAKGATE_SETTLE_TIMEOUT` | a duration | `1s` of retries for deferred frees |
 //! | `LEAKGATE_KEEP_DIRS` | `never`, `on-failure`, `always` | `never` |
 //! | `LEAKGATE_SITES` | `exact` (every block), `off` | `exact` |
+//! | `LEAKGATE_C_SITES` | `on` (C heap sites through jemalloc's hooks; DWARF-unwound, so C allocations cost microseconds while measured), `off` | `on` |
 //! | `LEAKGATE_MEMORY_LIMIT` | heap above baseline that stops a scenario: `512M`, `2G` | 4 × its peak budget |
 //! | `LEAKGATE_ITERATIONS_SCALE` | a number in (0, 10000] multiplying measured iterations | `1` |
 //! | `LEAKGATE_ADAPTIVE` | `on` (stop early when conclusive, extend when ambiguous), `off` (fixed length) | `on` |
@@ -35,6 +36,7 @@ const VARIABLES: &[&str] = &[
     "LEAKGATE_SETTLE_TIMEOUT",
     "LEAKGATE_KEEP_DIRS",
     "LEAKGATE_SITES",
+    "LEAKGATE_C_SITES",
     "LEAKGATE_MEMORY_LIMIT",
     "LEAKGATE_ITERATIONS_SCALE",
     "LEAKGATE_ADAPTIVE",
@@ -54,6 +56,8 @@ pub(crate) struct Config {
     pub settle_timeout: Duration,
     pub keep_dirs: KeepDirs,
     pub sites: bool,
+    /// Whether C heap blocks get sites too (needs `sites` and the `jemalloc` feature).
+    pub c_sites: bool,
     pub iterations_scale: f64,
     /// Heap above baseline at which a scenario is stopped; `None`: four times its peak
     /// budget, or no limit without one.
@@ -155,6 +159,12 @@ impl Config {
             None => true,
             Some(v) => v? == "exact",
         };
+        let c_sites = match parse("LEAKGATE_C_SITES", "one of on, off", &|v| {
+            matches!(v, "on" | "off")
+        }) {
+            None => true,
+            Some(v) => v? == "on",
+        };
         let adaptive = match parse("LEAKGATE_ADAPTIVE", "one of on, off", &|v| {
             matches!(v, "on" | "off")
         }) {
@@ -241,6 +251,7 @@ impl Config {
             settle_timeout: duration("LEAKGATE_SETTLE_TIMEOUT", Duration::from_secs(1))?,
             keep_dirs,
             sites,
+            c_sites,
             iterations_scale,
             adaptive,
             unknown: Vec::new(),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use leakgate_reports::{Crash, CrashCause};
 
+use crate::alloc::sites::Heap;
 use crate::channel::{CHANNEL_VAR, SCENARIO_VAR};
 use crate::maps::Mapping;
 use crate::measure::{Event, Measurement, MemoryLimitHit, Outcome, PROTOCOL, Phase, Position};
@@ -250,7 +251,12 @@ impl Streamed {
             .memory_limit
             .iter_mut()
             .flat_map(|hit| hit.sites.iter_mut());
-        crate::symbolize::resolve_sites(measurement.chain(limit), &self.mappings);
+        crate::symbolize::resolve_sites(measurement.chain(limit), &self.mappings, Heap::Rust);
+        let c_heap = self
+            .measurement
+            .iter_mut()
+            .flat_map(|m| m.c_heap_survivors.sites.iter_mut());
+        crate::symbolize::resolve_sites(c_heap, &self.mappings, Heap::C);
     }
 
     fn phase(&self) -> String {

@@ -97,8 +97,9 @@
 //!   up to `t × 16 KiB`.
 //! - Besides the Rust heap, each sample counts the C heap (jemalloc's live bytes less the
 //!   Rust heap), open descriptors, threads, and the paths and bytes under the scratch
-//!   directory and every `watch_dir`; leftovers are named. C-heap findings carry no
-//!   sites (that needs jemalloc's heap profiling, not built).
+//!   directory and every `watch_dir`; leftovers are named. C heap blocks get sites too,
+//!   through jemalloc's allocation hooks while the measured iterations run (see
+//!   `LEAKGATE_C_SITES`); their stacks are DWARF-unwound, microseconds per C allocation.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -144,6 +145,12 @@ pub mod __private {
     pub use crate::alloc::sites::{
         bookkeeping, clear as clear_sites, start as start_sites, stop as stop_sites,
     };
+
+    /// Installs jemalloc's hooks, so C allocations get sites while sites are recorded.
+    #[cfg(feature = "jemalloc")]
+    pub fn install_c_hooks() -> Result<(), String> {
+        crate::alloc::c_heap::install().map_err(|e| e.to_string())
+    }
 }
 
 /// Installs [`TrackingAlloc`] over [`DefaultAlloc`] as the global allocator of the

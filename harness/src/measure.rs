@@ -20,6 +20,10 @@ pub(crate) struct Measurement {
     pub series: Series,
     /// Blocks from measured iterations still live at the end sample.
     pub survivors: Survivors,
+    /// C heap blocks from measured iterations still live at the end sample (`recorded`
+    /// only when jemalloc's hooks were installed).
+    #[serde(default)]
+    pub c_heap_survivors: Survivors,
     /// Blocks from measured iterations still live after teardown.
     pub survivors_after_teardown: Option<Survivors>,
     pub iteration_error: Option<IterationError>,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use leakgate_reports::{IterationError, ScalePoint};
 
+use crate::alloc::sites::Heap;
 use crate::alloc::{self, peak, sites, stack};
 use crate::attribution;
 use crate::channel::Channel;
@@ -115,6 +116,8 @@ struct Session<'a, S> {
     /// Why the measured phase stopped early or was extended, written into room
     /// reserved before the baseline; a note once the end sample is taken.
     adaptation: String,
+    /// Whether C heap sites are recorded (jemalloc's hooks installed).
+    c_sites: bool,
 }
 
 /// Raw survivors by site, and the distinct iterations they came from.
@@ -133,6 +136,7 @@ impl<'a, S> Session<'a, S> {
                 ..Measurement::default()
             },
             adaptation: String::new(),
+            c_sites: false,
         }
     }
 
@@ -148,7 +152,7 @@ impl<'a, S> Session<'a, S> {
 
         let mut state = self.set_up(scratch, size);
         self.warm_up(&mut state);
-        let mut end_survivors = None;
+        let (mut end_survivors, mut end_c_survivors) = (None, None);
         if self.m.iteration_error.is_none() {
             let watchdog = self.start_watchdog()?;
             let inventory = self.take_baseline(&probe, watchdog.as_ref());
@@ -156,10 +160,12 @@ impl<'a, S> Session<'a, S> {
             self.settle(&mut state, &probe, &inventory);
             drop(watchdog);
             let ran = self.m.series.iterations.len() as u32;
-            end_survivors = self.config.sites.then(|| sites::survivors(ran));
+            end_survivors = self.config.sites.then(|| sites::survivors(ran, Heap::Rust));
+            end_c_survivors = self.c_sites.then(|| sites::survivors(ran, Heap::C));
         }
         let after_survivors = self.tear_down(state, &probe);
         self.attribute(end_survivors, after_survivors);
+        self.attribute_c_heap(end_c_survivors);
         Ok(self.m)
     }
 
@@ -240,6 +246,7 @@ impl<'a, S> Session<'a, S> {
                 peak::arm(baseline.heap_bytes);
             }
             sites::start(0);
+            self.c_sites = self.config.c_sites && self.record_c_sites();
         }
         if let Some(watchdog) = watchdog {
             watchdog.arm(baseline.heap_bytes);
@@ -302,7 +309,7 @@ impl<'a, S> Session<'a, S> {
             let progress = {
                 let _untracked = crate::alloc::ReentrancyGuard::enter();
                 let now = self.config.sites.then(|| {
-                    let (raw, _) = sites::survivors(ran as u32);
+                    let (raw, _) = sites::survivors(ran as u32, Heap::Rust);
                     attribution::unsymbolized(&raw)
                 });
                 let policy = &self.scenario.spec.policy;
@@ -375,9 +382,33 @@ impl<'a, S> Session<'a, S> {
         settle_until(wait, || sites::live_tagged_blocks() == 0);
         self.m.series.after_teardown = Some(probe.sample());
         let ran = self.m.series.iterations.len() as u32;
-        let survivors = self.config.sites.then(|| sites::survivors(ran));
+        let survivors = self.config.sites.then(|| sites::survivors(ran, Heap::Rust));
         sites::clear();
+        #[cfg(feature = "jemalloc")]
+        crate::alloc::c_heap::remove();
         survivors
+    }
+
+    /// Installs jemalloc's hooks, so C blocks get sites; a note says why when they cannot.
+    fn record_c_sites(&mut self) -> bool {
+        #[cfg(feature = "jemalloc")]
+        if let Err(error) = crate::alloc::c_heap::install() {
+            self.m
+                .notes
+                .push(format!("C heap sites not recorded: {error}"));
+            return false;
+        }
+        cfg!(feature = "jemalloc")
+    }
+
+    /// Ranks the C heap's surviving sites, with stacks when the C heap grew.
+    fn attribute_c_heap(&mut self, end: Option<RawSurvivors>) {
+        let Some((raw, iterations)) = end else {
+            return;
+        };
+        let measured = self.m.series.iterations.len() as u32;
+        let grew = verdict::c_heap_grew(&self.m, &self.scenario.spec.policy);
+        self.m.c_heap_survivors = attribution::survivors(&raw, iterations, measured, grew);
     }
 
     /// Symbolizes the sites that will be reported.

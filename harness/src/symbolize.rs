@@ -3,6 +3,7 @@
 
 use leakgate_reports::{Frame, Site};
 
+use crate::alloc::sites::Heap;
 use crate::maps::Mapping;
 
 /// Frames shown per site at most.
@@ -25,16 +26,19 @@ const INTERNAL_PREFIXES: &[&str] = &[
     "_rjem_",
 ];
 
-/// Symbolizes `ips` (return addresses, innermost first), expanding inlined calls, and
-/// trims allocator and library frames before the first user frame and the harness frames
-/// after the user's code.
-pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
-    site_frames(resolve(ips))
-}
-
 /// Symbolizes the sites' stacks, recorded as return addresses by a child whose code was
 /// mapped as `child`, into frames; keeps the addresses, for offline symbolization.
-pub(crate) fn resolve_sites<'a>(sites: impl IntoIterator<Item = &'a mut Site>, child: &[Mapping]) {
+///
+/// A Rust heap site starts at the first user frame: allocator and library frames before
+/// it go, as do the harness frames after the user's code. A C heap site starts at the
+/// first frame past the allocation path: jemalloc and its hook, the `malloc` family and
+/// an engine's wrappers of it (`sqlite3MemMalloc`), C++'s `operator new` and standard
+/// library, and anything in a system library (libc, libstdc++).
+pub(crate) fn resolve_sites<'a>(
+    sites: impl IntoIterator<Item = &'a mut Site>,
+    child: &[Mapping],
+    heap: Heap,
+) {
     let here = crate::maps::current();
     for site in sites {
         let ips: Vec<usize> = site
@@ -46,7 +50,11 @@ pub(crate) fn resolve_sites<'a>(sites: impl IntoIterator<Item = &'a mut Site>, c
             })
             .collect();
         if !ips.is_empty() {
-            site.frames = symbolize(&ips);
+            let frames = resolve(&ips, &here);
+            site.frames = match heap {
+                Heap::Rust => site_frames(frames),
+                Heap::C => c_site_frames(frames),
+            };
         }
     }
 }
@@ -55,12 +63,12 @@ pub(crate) fn resolve_sites<'a>(sites: impl IntoIterator<Item = &'a mut Site>, c
 /// functions right above the first user frame are kept: there they are the engine's own
 /// code where the fault happened (`mdb_page_search_root` … `mdb_get` under heed).
 pub(crate) fn symbolize_fault(ips: &[usize]) -> Vec<Frame> {
-    fault_frames(resolve(ips))
+    fault_frames(resolve(ips, &crate::maps::current()))
 }
 
 fn site_frames(frames: Vec<Frame>) -> Vec<Frame> {
     let first_user = first_user_frame(&frames);
-    trim(frames, first_user)
+    trim(frames, first_user, is_rust_glue)
 }
 
 fn fault_frames(frames: Vec<Frame>) -> Vec<Frame> {
@@ -70,17 +78,30 @@ fn fault_frames(frames: Vec<Frame>) -> Vec<Frame> {
             .rposition(|f| !is_c_function(&f.function))
             .map_or(0, |runtime| runtime + 1)
     });
-    trim(frames, first_kept)
+    trim(frames, first_kept, is_rust_glue)
+}
+
+fn c_site_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let first = frames.iter().position(|f| !is_c_allocation_path(f));
+    trim(frames, first, is_c_glue)
 }
 
 fn first_user_frame(frames: &[Frame]) -> Option<usize> {
     frames.iter().position(|f| !is_internal(&f.function))
 }
 
-/// Every frame of `ips`, inlined calls expanded, untrimmed.
-fn resolve(ips: &[usize]) -> Vec<Frame> {
+/// Every frame of `ips` (addresses in this process, mapped as `here`), inlined calls
+/// expanded, untrimmed. A frame in a shared library with no source file names the
+/// library instead.
+fn resolve(ips: &[usize], here: &[Mapping]) -> Vec<Frame> {
+    let executable = std::env::current_exe().ok();
     let mut frames = Vec::new();
     for &ip in ips {
+        let library = here
+            .iter()
+            .find(|m| (m.start..m.end).contains(&ip))
+            .filter(|m| executable.as_ref() != Some(&m.path))
+            .map(|m| m.path.display().to_string());
         let before = frames.len();
         // A return address points after the call; `ip - 1` lies inside it.
         backtrace::resolve(ip.saturating_sub(1) as *mut std::ffi::c_void, |symbol| {
@@ -93,12 +114,17 @@ fn resolve(ips: &[usize]) -> Vec<Frame> {
         if frames.len() == before {
             frames.push(Frame::new(format!("{ip:#x}"), None, None));
         }
+        for frame in &mut frames[before..] {
+            if frame.file.is_none() {
+                frame.file.clone_from(&library);
+            }
+        }
     }
     frames
 }
 
-/// Keeps the frames from `first_user` up to the harness's.
-fn trim(frames: Vec<Frame>, first_user: Option<usize>) -> Vec<Frame> {
+/// Keeps the frames from `first_user` up to the harness's, less the `glue` at the end.
+fn trim(frames: Vec<Frame>, first_user: Option<usize>, glue: fn(&Frame) -> bool) -> Vec<Frame> {
     let Some(first_user) = first_user else {
         // No user code on the stack (a thread's start-up, say): show the library frames
         // from the first one past the allocator.
@@ -115,7 +141,7 @@ fn trim(frames: Vec<Frame>, first_user: Option<usize>) -> Vec<Frame> {
         .take(MAX_FRAMES)
         .collect();
     // Thread start-up and closure-call glue below the last user frame says nothing.
-    while kept.last().is_some_and(|f| is_internal(&f.function)) {
+    while kept.last().is_some_and(glue) {
         kept.pop();
     }
     kept
@@ -166,6 +192,57 @@ fn is_allocator(function: &str) -> bool {
     .any(|p| owner.starts_with(p))
 }
 
+/// A frame of a C block's allocation path, where no leak is fixed (see [`resolve_sites`]).
+fn is_c_allocation_path(frame: &Frame) -> bool {
+    let function = frame.function.as_str();
+    let lower = function.to_ascii_lowercase();
+    let names_allocation = ["malloc", "calloc", "realloc", "memalign", "valloc"]
+        .iter()
+        .any(|word| lower.contains(word));
+    is_allocator(function)
+        || in_system_library(frame)
+        || in_system_header(frame)
+        || (is_c_function(function) && names_allocation)
+        || function.starts_with("operator new")
+        || cxx_path(function).starts_with("std::")
+        || cxx_path(function).starts_with("__gnu_cxx::")
+}
+
+/// Glue below a Rust site's user code: the runtime's, and C's thread start-up.
+fn is_rust_glue(frame: &Frame) -> bool {
+    is_internal(&frame.function)
+}
+
+/// Glue below a C site's code: the Rust runtime's and the system libraries', not C
+/// functions, which are the engine's own.
+fn is_c_glue(frame: &Frame) -> bool {
+    (is_internal(&frame.function) && !is_c_function(&frame.function)) || in_system_library(frame)
+}
+
+fn in_system_library(frame: &Frame) -> bool {
+    frame.file.as_deref().is_some_and(|file| {
+        (file.starts_with("/lib") || file.starts_with("/usr/lib")) && file.contains(".so")
+    })
+}
+
+/// Inlined from the system's headers: C++'s standard library (`std::vector`'s growth,
+/// `std::function`'s storage), whatever the demangled name looks like.
+fn in_system_header(frame: &Frame) -> bool {
+    frame
+        .file
+        .as_deref()
+        .is_some_and(|file| file.starts_with("/usr/include/"))
+}
+
+/// A demangled C++ name without the return type that templates carry
+/// (`void std::vector<int>::push_back(int const&)`).
+fn cxx_path(function: &str) -> &str {
+    match function.split_once(' ') {
+        Some((first, rest)) if !first.contains(['<', '(', ':']) => rest,
+        _ => function,
+    }
+}
+
 fn is_harness(function: &str) -> bool {
     owner(function).starts_with("leakgate::")
 }
@@ -203,6 +280,72 @@ mod tests {
                 "<my_engine::Db as my_engine::Engine>::checkpoint",
                 "core::ops::function::FnMut::call_mut",
                 "my_engine::run",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_c_site_starts_past_malloc_its_wrappers_and_the_cxx_library() {
+        let in_libc = |name: &str| {
+            Frame::new(
+                name,
+                Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+                None,
+            )
+        };
+        let mut stack = frames(&[
+            "leakgate::alloc::c_heap::on_alloc",
+            "_rjem_je_hook_invoke_alloc",
+            "malloc",
+            "sqlite3MemMalloc",
+            "mallocWithAlarm",
+            "sqlite3Malloc",
+            "pcache1Alloc",
+            "sqlite3PcacheFetch",
+            "sqlite3_step",
+            "rusqlite::Statement::step",
+            "my_engine::checkpoint",
+            "leakgate::session::run",
+        ]);
+        stack.insert(2, in_libc("__libc_malloc"));
+        let names: Vec<_> = c_site_frames(stack)
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "pcache1Alloc",
+                "sqlite3PcacheFetch",
+                "sqlite3_step",
+                "rusqlite::Statement::step",
+                "my_engine::checkpoint"
+            ]
+        );
+
+        let mut on_a_cxx_thread = frames(&[
+            "_rjem_je_hook_invoke_alloc",
+            "malloc",
+            "operator new(unsigned long)",
+            "void std::vector<rocksdb::FileMetaData*>::_M_realloc_insert(rocksdb::FileMetaData* const&)",
+            "_M_create<rocksdb::FileMetaData*>",
+            "rocksdb::VersionBuilder::Rep::SaveTo(rocksdb::VersionStorageInfo*) const",
+            "rocksdb::FlushJob::Run()",
+            "rocksdb::ThreadPoolImpl::Impl::BGThread(unsigned long)",
+        ]);
+        on_a_cxx_thread[4].file = Some("/usr/include/c++/12/bits/std_function.h".into());
+        on_a_cxx_thread.push(in_libc("start_thread"));
+        on_a_cxx_thread.push(in_libc("clone3"));
+        let names: Vec<_> = c_site_frames(on_a_cxx_thread)
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "rocksdb::VersionBuilder::Rep::SaveTo(rocksdb::VersionStorageInfo*) const",
+                "rocksdb::FlushJob::Run()",
+                "rocksdb::ThreadPoolImpl::Impl::BGThread(unsigned long)",
             ]
         );
     }
@@ -274,7 +417,7 @@ mod tests {
             });
             ips
         }
-        let frames = resolve(&here());
+        let frames = resolve(&here(), &crate::maps::current());
         let found = frames.iter().find(|f| f.function.ends_with("::here"));
         assert!(found.is_some_and(|f| f.line.is_some()), "{frames:?}");
     }

@@ -220,6 +220,29 @@ fn append_to_wal(dir: &Path, i: usize, checkpoint_every: Option<usize>) -> std::
     wal.write_all(&[i as u8; 4096])
 }
 
+// The C half of the self-tests: tests/c/c_heap.c, built by build.rs.
+unsafe extern "C" {
+    /// Mallocs an entry of `size` payload bytes and keeps it forever; 0, or -1.
+    fn selftest_c_cache_insert(size: usize) -> i32;
+    /// Mallocs a scratch buffer of `size` bytes, fills it and frees it; 0, or -1.
+    fn selftest_c_scratch_buffer(size: usize) -> i32;
+}
+
+/// One call into the C half: the cache that keeps every entry, or the scratch buffer.
+fn c_code(keeps: bool) -> Result<(), String> {
+    // SAFETY: both functions only allocate, write and free memory of their own.
+    let status = unsafe {
+        if keeps {
+            selftest_c_cache_insert(192)
+        } else {
+            selftest_c_scratch_buffer(192)
+        }
+    };
+    (status == 0)
+        .then_some(())
+        .ok_or_else(|| "out of memory in C".to_owned())
+}
+
 #[inline(never)]
 fn c_malloc(free: bool) {
     // SAFETY: a plain malloc, freed at once or deliberately leaked; never dereferenced.
@@ -544,7 +567,20 @@ fn main() -> std::process::ExitCode {
             Scenario::new("leak/c_malloc_without_free")
                 .iterations(200)
                 .iterate(|_, _| c_malloc(false))
-                .expect_leak(Resource::CHeap),
+                .expect_leak(Resource::CHeap)
+                .expect_site("c_malloc"),
+        )
+        .scenario(
+            Scenario::new("leak/c_cache_keeps_every_entry")
+                .iterations(200)
+                .iterate(|_, _| c_code(true))
+                .expect_leak(Resource::CHeap)
+                .expect_site("selftest_c_cache_insert"),
+        )
+        .scenario(
+            Scenario::new("clean/c_scratch_buffer_freed")
+                .iterations(200)
+                .iterate(|_, _| c_code(false)),
         )
         .scenario(
             Scenario::new("clean/c_malloc_freed")

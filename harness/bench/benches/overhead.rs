@@ -6,16 +6,24 @@
 //! whose repeats take a few milliseconds, so one quiet one is rarer); the figure is the
 //! fastest over the rounds (the run least disturbed by the rest of a shared machine),
 //! printed with its ratio to raw jemalloc.
+//!
+//! "sites + C" also installs jemalloc's hooks, as a scenario does while C heap sites are
+//! recorded: on the Rust workloads it shows what the hooks cost Rust's allocations; on
+//! `c` (C's `malloc`, which only that variant gives sites) what a C site costs.
 
 use std::process::Command;
 
-const VARIANTS: [(&str, &str); 4] = [
+const VARIANTS: [(&str, &str); 5] = [
     ("raw jemalloc", env!("CARGO_BIN_EXE_workload-jemalloc")),
     (
         "TrackingAlloc, counting",
         env!("CARGO_BIN_EXE_workload-counting"),
     ),
     ("TrackingAlloc, sites", env!("CARGO_BIN_EXE_workload-sites")),
+    (
+        "TrackingAlloc, sites + C",
+        env!("CARGO_BIN_EXE_workload-c-sites"),
+    ),
     ("dhat-rs heap profiler", env!("CARGO_BIN_EXE_workload-dhat")),
 ];
 const ROUNDS: usize = 7;
@@ -67,6 +75,13 @@ fn main() {
             format!(
                 "build and drop {} live buffers of 8 to 72 bytes per thread",
                 leakgate_bench::VARIED_BLOCKS
+            ),
+        ),
+        (
+            "c",
+            format!(
+                "malloc and free {} live C blocks of 8 to 72 bytes per thread",
+                leakgate_bench::C_BLOCKS
             ),
         ),
     ];

@@ -3,12 +3,13 @@
 //!
 //! A workload binary builds and drops, on each of `--threads` threads, `--repeats` times,
 //! either (`--workload map`, the default) a `BTreeMap<String, Vec<u8>>` of [`ENTRIES`]
-//! entries, or (`--workload varied`) [`VARIED_BLOCKS`] live buffers of 8 to 72 bytes, and
-//! prints one line:
+//! entries, (`--workload varied`) [`VARIED_BLOCKS`] live buffers of 8 to 72 bytes, or
+//! (`--workload c`) [`C_BLOCKS`] blocks of 8 to 72 bytes from C's `malloc`, and prints
+//! one line:
 //! `best_ns=<fastest repeat, all threads> <what the binary adds about its fullest point>`.
 //! The fastest repeat is the least disturbed by the rest of a noisy machine.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -19,6 +20,43 @@ pub const ENTRIES: usize = 100_000;
 /// Buffers live at once in the `varied` workload.
 pub const VARIED_BLOCKS: usize = 200_000;
 
+/// Blocks live at once in the `c` workload: fewer, since with C sites each costs an
+/// unwind of microseconds.
+pub const C_BLOCKS: usize = 20_000;
+
+/// A block from C's `malloc`, freed on drop.
+pub struct CBlock(std::ptr::NonNull<u8>);
+
+#[allow(unsafe_code)]
+impl CBlock {
+    /// Mallocs `size` bytes and fills them with `byte`.
+    pub fn new(size: usize, byte: u8) -> Self {
+        // SAFETY: a plain malloc; the result is checked before it is written.
+        let ptr = unsafe { libc::malloc(size) }.cast::<u8>();
+        let ptr = std::ptr::NonNull::new(ptr).expect("malloc failed");
+        // SAFETY: `ptr` points to `size` writable bytes just allocated.
+        unsafe { ptr.as_ptr().write_bytes(byte, size) };
+        Self(ptr)
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for CBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc in `new`, freed once, here.
+        unsafe { libc::free(self.0.as_ptr().cast()) }
+    }
+}
+
+/// Builds [`C_BLOCKS`] blocks of 8 to 72 bytes through C's `malloc`.
+pub fn build_c(seed: usize) -> Vec<CBlock> {
+    black_box(
+        (0..C_BLOCKS)
+            .map(|i| CBlock::new(8 + (i * 37 + seed) % 65, i as u8))
+            .collect(),
+    )
+}
+
 /// What a workload binary allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
@@ -26,6 +64,8 @@ pub enum Workload {
     Map,
     /// [`VARIED_BLOCKS`] buffers of 8 to 72 bytes, all live at once.
     Varied,
+    /// [`C_BLOCKS`] blocks of 8 to 72 bytes from C's `malloc`, all live at once.
+    C,
 }
 
 /// Builds [`VARIED_BLOCKS`] buffers of 8 to 72 bytes.
@@ -53,6 +93,8 @@ pub enum Built {
     Map(BTreeMap<String, Vec<u8>>),
     /// The `varied` workload's buffers.
     Varied(Vec<Vec<u8>>),
+    /// The `c` workload's blocks.
+    C(Vec<CBlock>),
 }
 
 impl Workload {
@@ -61,6 +103,7 @@ impl Workload {
         match self {
             Workload::Map => Built::Map(build(seed)),
             Workload::Varied => Built::Varied(build_varied(seed)),
+            Workload::C => Built::C(build_c(seed)),
         }
     }
 }
@@ -89,6 +132,7 @@ pub fn run_from_args(on_full: impl Fn() -> String + Sync) {
         .and_then(|i| args.get(i + 1))
     {
         Some(name) if name == "varied" => Workload::Varied,
+        Some(name) if name == "c" => Workload::C,
         _ => Workload::Map,
     };
     let times: Vec<u128> = (0..repeats)

@@ -12,6 +12,8 @@
 //!                  (stack → site id → shadow or live table)
 //! ```
 
+#[cfg(feature = "jemalloc")]
+pub(crate) mod c_heap;
 mod counters;
 pub(crate) mod peak;
 mod raw;
@@ -63,14 +65,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = unsafe { self.inner.alloc(layout) };
+        let ptr = rust_call(true, || unsafe { self.inner.alloc(layout) });
         allocated(ptr, layout.size())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
+        let ptr = rust_call(true, || unsafe { self.inner.alloc_zeroed(layout) });
         allocated(ptr, layout.size())
     }
 
@@ -87,15 +89,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
             sites::on_dealloc(ptr, layout.size());
         }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.inner.dealloc(ptr, layout) }
+        rust_call(tracked, || unsafe { self.inner.dealloc(ptr, layout) })
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // As in `dealloc`: the old entry goes before `realloc` may free the old block.
-        let moved = sites::table_in_use().then(|| sites::take(ptr, layout.size()));
+        let tracked = sites::table_in_use();
+        let moved = tracked.then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
-        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        let new = rust_call(tracked, || unsafe {
+            self.inner.realloc(ptr, layout, new_size)
+        });
         if new.is_null() {
             // The old block is still live and still tagged.
             if let Some(entry) = moved {
@@ -109,6 +114,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
         }
         new
     }
+}
+
+/// Runs the inner allocator's `call`, marked as Rust's while C heap sites are recorded so
+/// jemalloc's hooks leave the block to this allocator's bookkeeping. `maybe_hooked` is
+/// false when the caller already knows no table is kept, hence no hook installed.
+#[inline(always)]
+#[cfg_attr(not(feature = "jemalloc"), allow(unused_variables))]
+fn rust_call<T>(maybe_hooked: bool, call: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "jemalloc")]
+    if maybe_hooked && c_heap::installed() {
+        return c_heap::rust_call(call);
+    }
+    call()
 }
 
 /// Bookkeeping after a successful allocation of `size` bytes at `ptr`.
@@ -144,14 +162,31 @@ pub(crate) struct ReentrancyGuard(());
 impl ReentrancyGuard {
     /// Enters, or returns `None` if this thread is already inside.
     pub(crate) fn enter() -> Option<Self> {
+        // `then`, not `then_some`: a guard built for nothing would clear the flag as it
+        // is dropped, and the outer guard's protection with it.
         INSIDE_TRACKER
             .with(|inside| !inside.replace(true))
-            .then_some(Self(()))
+            .then(|| Self(()))
     }
 }
 
 impl Drop for ReentrancyGuard {
     fn drop(&mut self) {
         INSIDE_TRACKER.with(|inside| inside.set(false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_guard_leaves_the_outer_one_in_force() {
+        let outer = ReentrancyGuard::enter();
+        assert!(outer.is_some());
+        assert!(ReentrancyGuard::enter().is_none());
+        assert!(inside_tracker(), "the refused inner guard cleared the flag");
+        drop(outer);
+        assert!(!inside_tracker());
     }
 }

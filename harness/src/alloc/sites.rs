@@ -25,6 +25,15 @@ use super::shadow::{self, Shadow};
 use super::stack::StackHash;
 use super::stack::{self, DEPTH};
 
+/// Which heap a site allocated from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heap {
+    /// Rust's global allocator ([`super::TrackingAlloc`]).
+    Rust,
+    /// C's `malloc` family, seen through jemalloc's hooks ([`super::c_heap`]).
+    C,
+}
+
 static RECORDING: AtomicBool = AtomicBool::new(false);
 static TABLE_IN_USE: AtomicBool = AtomicBool::new(false);
 static ITERATION: AtomicU32 = AtomicU32::new(0);
@@ -185,15 +194,61 @@ pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
 fn current_site() -> u32 {
     let mut frames = [0usize; DEPTH];
     let (len, hash) = stack::capture(&mut frames);
-    let frames = &frames[..len];
+    site_of(&frames[..len], hash, Heap::Rust)
+}
+
+fn site_of(frames: &[usize], hash: u64, heap: Heap) -> u32 {
     if let Some(site) = SITE_CACHE.with(|cache| cache.get(hash)) {
         return site;
     }
-    let site = INTERNER.lock().intern(hash, frames);
+    let site = INTERNER.lock().intern(hash, frames, heap);
     if site != NO_SITE {
         SITE_CACHE.with(|cache| cache.put(hash, site));
     }
     site
+}
+
+// ---------------------------------------------------------------------------------------
+// C heap blocks, entered from jemalloc's hooks ([`super::c_heap`]). They always go in the
+// live-block table (a C free names no size, so the shadow's size test cannot route it)
+// and never count toward the Rust heap's peak. Their stacks are unwound by DWARF: C and
+// C++ code is seldom built with frame pointers.
+
+/// Records a C block of `size` bytes at `address`, allocated now.
+#[cfg(feature = "jemalloc")]
+pub(crate) fn on_c_alloc(address: usize, size: usize) {
+    let Some(_guard) = ReentrancyGuard::enter() else {
+        return;
+    };
+    let mut frames = [0usize; DEPTH];
+    let (len, hash) = stack::capture_dwarf(&mut frames);
+    let site = site_of(&frames[..len], hash, Heap::C);
+    if site == NO_SITE {
+        return; // Out of memory for bookkeeping: the block goes untracked.
+    }
+    let block = LiveBlock::new(address, size, site, ITERATION.load(Relaxed));
+    shard_of(address).lock().insert(block);
+}
+
+/// Removes a freed C block's entry, if it has one.
+#[cfg(feature = "jemalloc")]
+pub(crate) fn on_c_free(address: usize) {
+    shard_of(address).lock().remove(address);
+}
+
+/// Resizes a C block that `realloc` grew or shrank in place: while recording, it is
+/// attributed to the reallocation, as a Rust block is; afterwards it keeps its tag.
+#[cfg(feature = "jemalloc")]
+pub(crate) fn on_c_resize(address: usize, size: usize) {
+    let Some(old) = shard_of(address).lock().remove(address) else {
+        return;
+    };
+    if recording() {
+        on_c_alloc(address, size);
+    } else {
+        let block = LiveBlock::new(address, size, old.site(), old.iteration());
+        shard_of(address).lock().insert(block);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -225,6 +280,8 @@ thread_local! {
 #[derive(Clone, Copy)]
 struct SiteRecord {
     len: usize,
+    /// 1 for a C heap site ([`Heap::C`]), 0 for a Rust one.
+    c_heap: usize,
     frames: [usize; DEPTH],
 }
 
@@ -253,7 +310,7 @@ static INTERNER: SpinLock<Interner> = SpinLock::new(Interner {
 });
 
 impl Interner {
-    fn intern(&mut self, hash: u64, frames: &[usize]) -> u32 {
+    fn intern(&mut self, hash: u64, frames: &[usize], heap: Heap) -> u32 {
         if let Some(site) = self.find(hash) {
             return site;
         }
@@ -266,6 +323,7 @@ impl Interner {
         let site = self.len as u32;
         let record = &mut self.records.as_mut_slice()[self.len];
         record.len = frames.len();
+        record.c_heap = usize::from(heap == Heap::C);
         record.frames[..frames.len()].copy_from_slice(frames);
         self.len += 1;
         peak::SITES_IN_USE.store(self.len, Relaxed);
@@ -577,10 +635,18 @@ pub(crate) struct SiteSurvivors {
 /// Buckets of [`SiteSurvivors::bytes_by_iteration`] at most.
 pub(crate) const HISTOGRAM_BUCKETS: u32 = 64;
 
-/// All tagged blocks still live, grouped by site (largest first), and the number of
-/// distinct iterations they came from, of `measured` iterations.
-pub(crate) fn survivors(measured: u32) -> (Vec<SiteSurvivors>, u32) {
+/// All tagged blocks of `heap` still live, grouped by site (largest first), and the
+/// number of distinct iterations they came from, of `measured` iterations.
+pub(crate) fn survivors(measured: u32, heap: Heap) -> (Vec<SiteSurvivors>, u32) {
     let _guard = ReentrancyGuard::enter();
+    let c_sites: Vec<bool> = {
+        let interner = INTERNER.lock();
+        let records = &interner.records.as_slice()[..interner.len];
+        records.iter().map(|r| r.c_heap == 1).collect()
+    };
+    // NO_SITE has no record: it is a Rust block's (C blocks without a site are not kept).
+    let wanted =
+        |site: u32| c_sites.get(site as usize).copied().unwrap_or(false) == (heap == Heap::C);
     // Copy out under each shard's lock into a buffer sized beforehand: allocating while
     // holding a shard lock could deadlock when that allocation lands in the same shard.
     let estimate: usize = LIVE.iter().map(|s| s.0.lock().len).sum();
@@ -591,11 +657,14 @@ pub(crate) fn survivors(measured: u32) -> (Vec<SiteSurvivors>, u32) {
         let live = shard.slots.as_slice().iter().filter(|b| b.address != 0);
         blocks.extend(live.take(room).map(|b| (b.site(), b.iteration(), b.size())));
     }
-    // No lock is held here, so growing `blocks` is safe.
-    SHADOW.for_each(|address, packed| {
-        let block = LiveBlock { address, packed };
-        blocks.push((block.site(), block.iteration(), block.size()));
-    });
+    blocks.retain(|b| wanted(b.0));
+    // No lock is held here, so growing `blocks` is safe. The shadow holds Rust blocks only.
+    if heap == Heap::Rust {
+        SHADOW.for_each(|address, packed| {
+            let block = LiveBlock { address, packed };
+            blocks.push((block.site(), block.iteration(), block.size()));
+        });
+    }
     blocks.sort_unstable();
     let mut iterations: Vec<u32> = blocks.iter().map(|b| b.1).collect();
     iterations.sort_unstable();
@@ -700,11 +769,11 @@ mod tests {
         let stacks: Vec<Vec<usize>> = (0..3000).map(|i| vec![i, i + 1, 7]).collect();
         let ids: Vec<u32> = stacks
             .iter()
-            .map(|s| interner.intern(StackHash::of(s), s))
+            .map(|s| interner.intern(StackHash::of(s), s, Heap::Rust))
             .collect();
         let again: Vec<u32> = stacks
             .iter()
-            .map(|s| interner.intern(StackHash::of(s), s))
+            .map(|s| interner.intern(StackHash::of(s), s, Heap::Rust))
             .collect();
         assert_eq!(ids, again);
         assert_eq!(interner.len, 3000);

@@ -75,6 +75,14 @@ pub(crate) fn capture(frames: &mut [usize; DEPTH]) -> (usize, u64) {
     }
 }
 
+/// Like [`capture`], but always by DWARF unwinding: for C and C++ callers, which are
+/// seldom built with frame pointers.
+#[cfg(feature = "jemalloc")]
+pub(crate) fn capture_dwarf(frames: &mut [usize; DEPTH]) -> (usize, u64) {
+    let len = unwind_dwarf(frames);
+    (len, StackHash::of(&frames[..len]))
+}
+
 /// A hash of a stack, never 0 (it marks empty slots). Two stacks with the same 64-bit
 /// hash are treated as one site: at 10⁵ sites the chance of that is about 10⁻⁹.
 ///

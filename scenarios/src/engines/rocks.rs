@@ -2,13 +2,22 @@
 //! checkpoint, and `BackupEngine` for backup and restore, which is the path Apache
 //! Kvrocks restores through. RocksDB allocates with C++'s `new`, so its memory is the C
 //! heap.
+//!
+//! Options are RocksDB's defaults but for the block cache, capped at [`BLOCK_CACHE`]: the
+//! default (a 32 MiB HyperClockCache) takes each new table's data blocks as they are
+//! read, so a checkpoint loop's C heap grows by about 24 KiB per flush until the cache is
+//! full, a cache warming up for longer than any run, not a leak (measured with C heap
+//! sites: `rocksdb::AllocateBlock` under `BlockFetcher::ReadBlock`).
 
 use std::path::Path;
 
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
-use rocksdb::{DB, Env, Options, WriteBatch};
+use rocksdb::{BlockBasedOptions, Cache, DB, Env, Options, WriteBatch};
 
 use crate::engine::{Engine, EngineResult};
+
+/// The block cache's capacity: a few tables' worth of data blocks.
+pub const BLOCK_CACHE: usize = 256 << 10;
 
 /// A RocksDB database in `dir`.
 pub struct RocksDb {
@@ -26,6 +35,9 @@ impl Engine for RocksDb {
     fn open(dir: &Path) -> EngineResult<Self> {
         let mut options = Options::default();
         options.create_if_missing(true);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE));
+        options.set_block_based_table_factory(&table);
         Ok(Self {
             db: DB::open(&options, dir)?,
         })
