@@ -1528,6 +1528,55 @@ mod tests {
     }
 
     #[test]
+    fn a_c_heap_leak_names_its_c_site_and_is_held_to_expect_site() {
+        let mut m = measured(&series(100, |_| 0), BASE);
+        for (i, s) in m.series.iterations.iter_mut().enumerate() {
+            s.c_heap_bytes = Some(1000 + 224 * i as u64);
+        }
+        m.series.baseline.as_mut().unwrap().c_heap_bytes = Some(1000);
+        m.series.end.as_mut().unwrap().c_heap_bytes = Some(1000 + 224 * 100);
+        let mut kept = site(22_400, [25, 25, 25, 25], "selftest_c_cache_insert");
+        kept.blocks = 100;
+        m.c_heap_survivors = Survivors {
+            recorded: true,
+            bytes: 22_400,
+            blocks: 100,
+            iterations: 100,
+            sites: vec![kept],
+        };
+        let mut p = policy();
+        p.expect.push(Resource::CHeap);
+        p.expect_site = Some("selftest_c_scratch_buffer".to_owned());
+        let analysis = analyze(&m, &p);
+        assert_eq!(analysis.verdict, Verdict::Fail);
+        assert_eq!(
+            analysis.summary,
+            "expected the c_heap leak's top site in selftest_c_scratch_buffer, found \
+             selftest_c_cache_insert"
+        );
+        let finding = &analysis.findings[0];
+        assert!(
+            finding.message.ends_with(
+                "100 of 100 iterations left C memory behind, most at selftest_c_cache_insert"
+            ),
+            "{}",
+            finding.message
+        );
+        assert!(analysis.notes.is_empty(), "{:?}", analysis.notes);
+        p.expect_site = Some("selftest_c_cache_insert".to_owned());
+        assert_eq!(analyze(&m, &p).verdict, Verdict::Pass);
+        // Without C sites recorded there is nothing to hold the site to, and a note says so.
+        m.c_heap_survivors = Survivors::default();
+        let unrecorded = analyze(&m, &p);
+        assert_eq!(unrecorded.verdict, Verdict::Pass);
+        assert!(
+            unrecorded.notes[0].contains("LEAKGATE_C_SITES"),
+            "{:?}",
+            unrecorded.notes
+        );
+    }
+
+    #[test]
     fn an_iteration_error_fails_with_its_number_and_message() {
         let mut m = measured(&series(10, |_| 0), BASE);
         m.iteration_error = Some(IterationError::new("measure", 7, "disk full"));
