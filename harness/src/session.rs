@@ -245,8 +245,9 @@ impl<'a, S> Session<'a, S> {
             if judges_peak || watchdog.is_some() {
                 peak::arm(baseline.heap_bytes);
             }
-            sites::start(0);
+            // Hooks first: Rust's calls must be marked before a table is kept.
             self.c_sites = self.config.c_sites && self.record_c_sites();
+            sites::start(0);
         }
         if let Some(watchdog) = watchdog {
             watchdog.arm(baseline.heap_bytes);

@@ -196,12 +196,21 @@ fn is_allocator(function: &str) -> bool {
 fn is_c_allocation_path(frame: &Frame) -> bool {
     let function = frame.function.as_str();
     let lower = function.to_ascii_lowercase();
-    let names_allocation = ["malloc", "calloc", "realloc", "memalign", "valloc"]
-        .iter()
-        .any(|word| lower.contains(word));
+    // `ralloc` covers jemalloc's reallocation path (`do_rallocx`, `iralloct`, …).
+    let names_allocation = [
+        "malloc",
+        "calloc",
+        "ralloc",
+        "memalign",
+        "valloc",
+        "aligned_alloc",
+    ]
+    .iter()
+    .any(|word| lower.contains(word));
     is_allocator(function)
         || in_system_library(frame)
         || in_system_header(frame)
+        || in_jemalloc(frame)
         || (is_c_function(function) && names_allocation)
         || function.starts_with("operator new")
         || cxx_path(function).starts_with("std::")
@@ -219,10 +228,29 @@ fn is_c_glue(frame: &Frame) -> bool {
     (is_internal(&frame.function) && !is_c_function(&frame.function)) || in_system_library(frame)
 }
 
+/// In the C runtime: libc, the loader, libstdc++, libgcc. Not any shared library: an
+/// engine from a distribution's `.so` without debug info is the engine's code.
 fn in_system_library(frame: &Frame) -> bool {
+    const RUNTIME: [&str; 6] = [
+        "libc.so",
+        "ld-linux",
+        "libstdc++.so",
+        "libgcc_s.so",
+        "libm.so",
+        "libpthread.so",
+    ];
     frame.file.as_deref().is_some_and(|file| {
-        (file.starts_with("/lib") || file.starts_with("/usr/lib")) && file.contains(".so")
+        let name = file.rsplit('/').next().unwrap_or(file);
+        RUNTIME.iter().any(|runtime| name.starts_with(runtime))
     })
+}
+
+/// jemalloc's own code, by its sources' path (built from `tikv-jemalloc-sys`).
+fn in_jemalloc(frame: &Frame) -> bool {
+    frame
+        .file
+        .as_deref()
+        .is_some_and(|file| file.contains("/jemalloc/src/") || file.contains("/jemalloc/include/"))
 }
 
 /// Inlined from the system's headers: C++'s standard library (`std::vector`'s growth,
@@ -296,6 +324,8 @@ mod tests {
         let mut stack = frames(&[
             "leakgate::alloc::c_heap::on_alloc",
             "_rjem_je_hook_invoke_alloc",
+            "iralloct",
+            "do_rallocx",
             "malloc",
             "sqlite3MemMalloc",
             "mallocWithAlarm",
@@ -307,7 +337,8 @@ mod tests {
             "my_engine::checkpoint",
             "leakgate::session::run",
         ]);
-        stack.insert(2, in_libc("__libc_malloc"));
+        stack[2].file = Some("/root/.cargo/registry/src/tikv-jemalloc-sys/jemalloc/include/jemalloc/internal/jemalloc_internal_inlines_c.h".into());
+        stack.insert(4, in_libc("__libc_malloc"));
         let names: Vec<_> = c_site_frames(stack)
             .into_iter()
             .map(|f| f.function)
@@ -346,6 +377,33 @@ mod tests {
                 "rocksdb::VersionBuilder::Rep::SaveTo(rocksdb::VersionStorageInfo*) const",
                 "rocksdb::FlushJob::Run()",
                 "rocksdb::ThreadPoolImpl::Impl::BGThread(unsigned long)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_c_site_in_a_shared_library_without_debug_info_starts_in_it() {
+        let library = |name: &str| {
+            Frame::new(
+                name,
+                Some("/usr/lib/x86_64-linux-gnu/liblmdb.so.0.0.0".into()),
+                None,
+            )
+        };
+        let mut stack = frames(&["malloc", "heed::Env::open", "my_engine::open"]);
+        stack.insert(1, library("mdb_env_open"));
+        stack.insert(1, library("mdb_env_setup_locks"));
+        let names: Vec<_> = c_site_frames(stack)
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "mdb_env_setup_locks",
+                "mdb_env_open",
+                "heed::Env::open",
+                "my_engine::open"
             ]
         );
     }

@@ -879,8 +879,9 @@ pub(crate) struct Trend {
     /// flushed when full) keeps returning to its floor; a leak raises the floor.
     pub floor_rise: i64,
     /// How far the lowest value of each of the last three quarters of the series lies
-    /// above that of the quarter before it.
-    pub floor_steps: [i64; 3],
+    /// above that of the quarter before it, and that of the last eighth above the
+    /// eighth before it.
+    pub floor_steps: [i64; 4],
 }
 
 /// Whether a series' growth lasts to the end of the run.
@@ -912,12 +913,14 @@ impl Trend {
         }
         let quarter = series.len().div_ceil(4);
         let floor = |part: &[u64]| part.iter().copied().min().unwrap_or(0) as i64;
-        let quarter_floor =
-            |k: usize| floor(&series[k * series.len() / 4..(k + 1) * series.len() / 4]);
+        let part_floor = |k: usize, parts: usize| {
+            floor(&series[k * series.len() / parts..(k + 1) * series.len() / parts])
+        };
         let floor_steps = if series.len() >= MIN_FLOOR_POINTS {
-            [1, 2, 3].map(|k| quarter_floor(k) - quarter_floor(k - 1))
+            let [a, b, c] = [1, 2, 3].map(|k| part_floor(k, 4) - part_floor(k - 1, 4));
+            [a, b, c, part_floor(7, 8) - part_floor(6, 8)]
         } else {
-            [0; 3]
+            [0; 4]
         };
         Self {
             floor_steps,
@@ -934,7 +937,8 @@ impl Trend {
     /// A rising sawtooth (a directory that compactions trim but never back to where it
     /// was): each tooth rises less than the series swings, so no value clears the running
     /// high by the noise, but the floor rose from each quarter of the run to the next by
-    /// more than half the noise.
+    /// more than half the noise, and still did in the last eighth (a plateau reached in
+    /// the third quarter has level floors there).
     pub(crate) fn floor_still_rising(&self) -> bool {
         let step = (self.noise / 2).max(1) as i64;
         self.noise > 0 && self.floor_steps.iter().all(|&s| s > step)
@@ -1169,10 +1173,24 @@ mod tests {
         // The same teeth on a level floor, and on a floor that stopped rising half way.
         let level = series(100, |i| 290_000 + [0, 30_000, 60_000, 90_000][i % 4]);
         assert!(!Trend::of(BASE, &level).is_growth(0));
-        let stopped = series(100, |i| {
-            290_000 + 6_000 * i.min(50) as u64 + [0, 30_000, 60_000, 90_000][i % 4]
+        for stop in [50, 60, 70] {
+            let stopped = series(100, |i| {
+                290_000 + 6_000 * i.min(stop) as u64 + [0, 30_000, 60_000, 90_000][i % 4]
+            });
+            assert!(!Trend::of(BASE, &stopped).is_growth(0), "stopped at {stop}");
+        }
+        // A noisy plateau reached at 60% of the run, and a buffer that grows in three
+        // steps under churn: flat at the end, whatever their quarters' floors did.
+        let plateau = series(200, |i| {
+            16_000 * i.min(120) as u64 / 120 + [0, 3000, 1000, 2500, 500][i % 5]
         });
-        assert!(!Trend::of(BASE, &stopped).is_growth(0));
+        assert!(!Trend::of(BASE, &plateau).floor_still_rising());
+        assert!(!heap_leak(&plateau));
+        let steps = series(200, |i| {
+            let grown = [20, 70, 110].iter().filter(|&&at| i >= at).count() as u64;
+            65_536 * grown + (i as u64 * 7919 % 16) * 1000
+        });
+        assert!(!Trend::of(BASE, &steps).floor_still_rising());
     }
 
     #[test]

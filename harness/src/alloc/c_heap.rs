@@ -14,7 +14,10 @@
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr,
+    Ordering::{Relaxed, SeqCst},
+};
 
 use super::raw::SpinLock;
 use super::sites;
@@ -82,6 +85,9 @@ pub(crate) fn install() -> Result<(), HookError> {
     if installed() {
         return Ok(());
     }
+    // Rust's calls are marked from before the hooks go live (partway through the mallctl),
+    // so none is ever taken for a C block.
+    INSTALLED.store(true, SeqCst);
     let name = c"experimental.hooks.install";
     let mut handle: *mut c_void = std::ptr::null_mut();
     let mut handle_len = size_of::<*mut c_void>();
@@ -97,13 +103,13 @@ pub(crate) fn install() -> Result<(), HookError> {
         )
     };
     if code != 0 || handle.is_null() {
+        INSTALLED.store(false, SeqCst);
         return Err(HookError {
             name: "experimental.hooks.install",
             code,
         });
     }
     HANDLE.store(handle, Relaxed);
-    INSTALLED.store(true, Relaxed);
     Ok(())
 }
 
@@ -111,14 +117,12 @@ pub(crate) fn install() -> Result<(), HookError> {
 /// code is never unloaded, so that is harmless.
 pub(crate) fn remove() {
     let _serial = INSTALLING.lock();
-    let mut handle = HANDLE.swap(std::ptr::null_mut(), Relaxed);
+    let mut handle = HANDLE.load(Relaxed);
     if handle.is_null() {
         return;
     }
-    INSTALLED.store(false, Relaxed);
     // SAFETY: `newp` is the handle `install` got, passed by pointer as jemalloc expects.
-    // A failure leaves the hooks in place, where they check `sites::table_in_use`.
-    unsafe {
+    let code = unsafe {
         mallctl(
             c"experimental.hooks.remove",
             std::ptr::null_mut(),
@@ -127,6 +131,12 @@ pub(crate) fn remove() {
             size_of::<*mut c_void>(),
         )
     };
+    // Rust's calls stay marked while the hooks may still run: a failed removal leaves
+    // them in place, where they check `sites::table_in_use`.
+    if code == 0 {
+        HANDLE.store(std::ptr::null_mut(), Relaxed);
+        INSTALLED.store(false, SeqCst);
+    }
 }
 
 /// # Safety
@@ -149,21 +159,35 @@ fn is_c_call() -> bool {
     sites::table_in_use() && !IN_RUST_CALL.with(Cell::get) && !super::inside_tracker()
 }
 
+/// jemalloc's `hook_alloc_realloc` and `hook_alloc_rallocx` (`hook_alloc_t`): the block
+/// came from moving `args[0]`, whose free hook runs next.
+const MOVED_KINDS: [c_int; 2] = [8, 9];
+
 /// After every allocation (`malloc`, `calloc`, `realloc`, `posix_memalign`, …).
 unsafe extern "C" fn on_alloc(
     _extra: *mut c_void,
-    _kind: c_int,
+    kind: c_int,
     result: *mut c_void,
     _result_raw: usize,
-    _args: *const usize,
+    args: *const usize,
 ) {
-    if result.is_null() || !sites::recording() || !is_c_call() {
+    if result.is_null() || !is_c_call() {
         return;
     }
     // Usable size, as jemalloc's statistics (the C heap series) count it.
     // SAFETY: `result` is a live jemalloc block, just allocated.
     let size = unsafe { tikv_jemalloc_sys::malloc_usable_size(result) };
-    sites::on_c_alloc(result as usize, size);
+    if sites::recording() {
+        sites::on_c_alloc(result as usize, size);
+    } else if MOVED_KINDS.contains(&kind) && !args.is_null() {
+        // After the measured iterations, a moved block keeps its tag, as a Rust one does.
+        // SAFETY: jemalloc passes the call's arguments, at least three; the first of a
+        // reallocation is the old block.
+        let old = unsafe { *args };
+        if old != 0 {
+            sites::on_c_move(old, result as usize, size);
+        }
+    }
 }
 
 /// Before every free (`free`, `realloc` moving or freeing a block).

@@ -33,7 +33,9 @@ impl<T> SpinLock<T> {
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-            .then_some(SpinGuard { lock: self })
+            // `then`, not `then_some`: a guard built for a failed attempt would unlock
+            // the holder's lock as it is dropped.
+            .then(|| SpinGuard { lock: self })
     }
 
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {

@@ -86,6 +86,7 @@ pub fn clear() {
     }
     SHADOW.clear();
     SHADOW_DECLINED.store(false, Relaxed);
+    C_BLOCKS.store(0, Relaxed);
     TABLE_IN_USE.store(false, Relaxed);
 }
 
@@ -228,26 +229,51 @@ pub(crate) fn on_c_alloc(address: usize, size: usize) {
     }
     let block = LiveBlock::new(address, size, site, ITERATION.load(Relaxed));
     shard_of(address).lock().insert(block);
+    C_BLOCKS.fetch_add(1, Relaxed);
+}
+
+/// Live C blocks in the table, so waiting for Rust survivors ignores them.
+static C_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a C block's entry out of the table.
+#[cfg(feature = "jemalloc")]
+fn take_c(address: usize) -> Option<LiveBlock> {
+    let taken = shard_of(address).lock().remove(address);
+    if taken.is_some() {
+        // Saturating: an entry racing `clear` may be counted after the reset.
+        let _ = C_BLOCKS.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+    taken
+}
+
+/// Re-enters `old`'s entry, if it has one, for the block `realloc` moved it to.
+#[cfg(feature = "jemalloc")]
+pub(crate) fn on_c_move(old: usize, new: usize, size: usize) {
+    if let Some(block) = take_c(old) {
+        let moved = LiveBlock::new(new, size, block.site(), block.iteration());
+        shard_of(new).lock().insert(moved);
+        C_BLOCKS.fetch_add(1, Relaxed);
+    }
 }
 
 /// Removes a freed C block's entry, if it has one.
 #[cfg(feature = "jemalloc")]
 pub(crate) fn on_c_free(address: usize) {
-    shard_of(address).lock().remove(address);
+    take_c(address);
 }
 
 /// Resizes a C block that `realloc` grew or shrank in place: while recording, it is
 /// attributed to the reallocation, as a Rust block is; afterwards it keeps its tag.
 #[cfg(feature = "jemalloc")]
 pub(crate) fn on_c_resize(address: usize, size: usize) {
-    let Some(old) = shard_of(address).lock().remove(address) else {
-        return;
-    };
+    let old = take_c(address);
     if recording() {
+        // Also a block from before the measured iterations: it grew here.
         on_c_alloc(address, size);
-    } else {
+    } else if let Some(old) = old {
         let block = LiveBlock::new(address, size, old.site(), old.iteration());
         shard_of(address).lock().insert(block);
+        C_BLOCKS.fetch_add(1, Relaxed);
     }
 }
 
@@ -639,14 +665,6 @@ pub(crate) const HISTOGRAM_BUCKETS: u32 = 64;
 /// number of distinct iterations they came from, of `measured` iterations.
 pub(crate) fn survivors(measured: u32, heap: Heap) -> (Vec<SiteSurvivors>, u32) {
     let _guard = ReentrancyGuard::enter();
-    let c_sites: Vec<bool> = {
-        let interner = INTERNER.lock();
-        let records = &interner.records.as_slice()[..interner.len];
-        records.iter().map(|r| r.c_heap == 1).collect()
-    };
-    // NO_SITE has no record: it is a Rust block's (C blocks without a site are not kept).
-    let wanted =
-        |site: u32| c_sites.get(site as usize).copied().unwrap_or(false) == (heap == Heap::C);
     // Copy out under each shard's lock into a buffer sized beforehand: allocating while
     // holding a shard lock could deadlock when that allocation lands in the same shard.
     let estimate: usize = LIVE.iter().map(|s| s.0.lock().len).sum();
@@ -657,7 +675,15 @@ pub(crate) fn survivors(measured: u32, heap: Heap) -> (Vec<SiteSurvivors>, u32) 
         let live = shard.slots.as_slice().iter().filter(|b| b.address != 0);
         blocks.extend(live.take(room).map(|b| (b.site(), b.iteration(), b.size())));
     }
-    blocks.retain(|b| wanted(b.0));
+    // Read after the copy, so every site a copied block names has its record.
+    let c_sites: Vec<bool> = {
+        let interner = INTERNER.lock();
+        let records = &interner.records.as_slice()[..interner.len];
+        records.iter().map(|r| r.c_heap == 1).collect()
+    };
+    // NO_SITE has no record: it is a Rust block's (C blocks without a site are not kept).
+    let is_c = |site: u32| c_sites.get(site as usize).copied().unwrap_or(false);
+    blocks.retain(|b| is_c(b.0) == (heap == Heap::C));
     // No lock is held here, so growing `blocks` is safe. The shadow holds Rust blocks only.
     if heap == Heap::Rust {
         SHADOW.for_each(|address, packed| {
@@ -714,9 +740,10 @@ pub fn bookkeeping() -> (usize, usize, usize) {
     (blocks, table, interned)
 }
 
-/// Tagged blocks still live.
+/// Tagged Rust blocks still live.
 pub(crate) fn live_tagged_blocks() -> usize {
-    SHADOW.count() + LIVE.iter().map(|s| s.0.lock().len).sum::<usize>()
+    let tagged = SHADOW.count() + LIVE.iter().map(|s| s.0.lock().len).sum::<usize>();
+    tagged.saturating_sub(C_BLOCKS.load(Relaxed))
 }
 
 #[cfg(test)]
