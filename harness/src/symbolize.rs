@@ -200,6 +200,7 @@ fn is_c_allocation_path(frame: &Frame) -> bool {
     let names_allocation = [
         "malloc",
         "calloc",
+        "realloc",
         "ralloc",
         "memalign",
         "valloc",
@@ -326,6 +327,7 @@ mod tests {
             "_rjem_je_hook_invoke_alloc",
             "iralloct",
             "do_rallocx",
+            "realloc",
             "malloc",
             "sqlite3MemMalloc",
             "mallocWithAlarm",

@@ -17,6 +17,12 @@ fn keep_forever(registry: &mut Vec<Box<[u8; 40]>>, i: usize) {
     registry.push(black_box(Box::new([i as u8; 40])));
 }
 
+// The C half of the self-tests: tests/c/c_heap.c, built by build.rs.
+unsafe extern "C" {
+    /// Mallocs an entry of `size` payload bytes and keeps it forever; 0, or -1.
+    fn selftest_c_cache_insert(size: usize) -> i32;
+}
+
 fn main() -> ExitCode {
     let conclusion = Gate::new()
         .scenario(
@@ -37,6 +43,17 @@ fn main() -> ExitCode {
                     buffer.resize(1 + i % 4096, 7);
                 }),
         )
+        .scenario(
+            Scenario::new("conclusion/c_cache")
+                .iterations(50)
+                .min_iterations(50)
+                .iterate(|_, _| {
+                    // SAFETY: the function only allocates and writes memory of its own.
+                    let status = unsafe { selftest_c_cache_insert(192) };
+                    (status == 0).then_some(()).ok_or("out of memory in C")
+                })
+                .expect_leak(Resource::CHeap),
+        )
         .conclude(std::env::args())
         .expect("the gate starts");
     let registry = conclusion
@@ -54,6 +71,22 @@ fn main() -> ExitCode {
         );
         assert_eq!(report.verdict, Verdict::Pass, "{}", report.summary);
     }
+    if let Some(report) = conclusion
+        .reports
+        .iter()
+        .find(|r| r.name == "conclusion/c_cache")
+    {
+        // A C function's leak: its C site starts at that function, past malloc.
+        let finding = &report.findings[0];
+        assert_eq!(finding.resource, Resource::CHeap);
+        assert!(finding.growth >= 192 * 50, "{}", finding.growth);
+        assert_eq!(
+            finding.sites[0].frames[0].function,
+            "selftest_c_cache_insert"
+        );
+        assert_eq!(finding.sites[0].iterations, 50);
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.summary);
+    }
     if let Some(verdict) = conclusion.verdict("conclusion/reused_buffer") {
         assert_eq!(verdict, Verdict::Pass);
     }
@@ -65,7 +98,7 @@ fn main() -> ExitCode {
     if !std::env::args().any(|a| a == "--list") {
         assert_eq!(
             conclusion.reports.len() + conclusion.filtered_out as usize,
-            2,
+            3,
             "{conclusion:?}"
         );
     }

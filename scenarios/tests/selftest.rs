@@ -226,6 +226,17 @@ unsafe extern "C" {
     fn selftest_c_cache_insert(size: usize) -> i32;
     /// Mallocs a scratch buffer of `size` bytes, fills it and frees it; 0, or -1.
     fn selftest_c_scratch_buffer(size: usize) -> i32;
+    /// Reallocs a global log `size` bytes longer; 0, or -1.
+    fn selftest_c_log_append(size: usize) -> i32;
+}
+
+/// One append to the C log that `realloc` grows for good.
+fn c_log_append() -> Result<(), String> {
+    // SAFETY: the function only reallocates and writes its own buffer.
+    let status = unsafe { selftest_c_log_append(64) };
+    (status == 0)
+        .then_some(())
+        .ok_or_else(|| "out of memory in C".to_owned())
 }
 
 /// One call into the C half: the cache that keeps every entry, or the scratch buffer.
@@ -576,6 +587,14 @@ fn main() -> std::process::ExitCode {
                 .iterate(|_, _| c_code(true))
                 .expect_leak(Resource::CHeap)
                 .expect_site("selftest_c_cache_insert"),
+        )
+        .scenario(
+            // One block, moved or grown in place by `realloc`: attributed to the realloc.
+            Scenario::new("leak/c_log_grown_by_realloc")
+                .iterations(200)
+                .iterate(|_, _| c_log_append())
+                .expect_leak(Resource::CHeap)
+                .expect_site("selftest_c_log_append"),
         )
         .scenario(
             Scenario::new("clean/c_scratch_buffer_freed")

@@ -30,6 +30,22 @@ int selftest_c_cache_insert(size_t size) {
 	return 0;
 }
 
+/* A log kept in one buffer that realloc grows and never shrinks. */
+static unsigned char *log_buffer = NULL;
+static size_t log_length = 0;
+
+/* Appends `size` bytes to the log. 0, or -1 without memory. */
+int selftest_c_log_append(size_t size) {
+	unsigned char *grown = realloc(log_buffer, log_length + size);
+	if (grown == NULL) {
+		return -1;
+	}
+	memset(grown + log_length, 0x3C, size);
+	log_buffer = grown;
+	log_length += size;
+	return 0;
+}
+
 /* Fills a scratch buffer of `size` bytes and frees it. 0, or -1 without memory. */
 int selftest_c_scratch_buffer(size_t size) {
 	unsigned char *buffer = malloc(size);
