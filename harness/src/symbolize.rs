@@ -313,15 +313,14 @@ mod tests {
         );
     }
 
+    /// A frame without source, named by the shared object it lies in.
+    fn in_object(name: &str, object: &str) -> Frame {
+        Frame::new(name, Some(object.into()), None)
+    }
+
     #[test]
     fn a_c_site_starts_past_malloc_its_wrappers_and_the_cxx_library() {
-        let in_libc = |name: &str| {
-            Frame::new(
-                name,
-                Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
-                None,
-            )
-        };
+        let in_libc = |name: &str| in_object(name, "/usr/lib/x86_64-linux-gnu/libc.so.6");
         let mut stack = frames(&[
             "leakgate::alloc::c_heap::on_alloc",
             "_rjem_je_hook_invoke_alloc",
@@ -385,13 +384,7 @@ mod tests {
 
     #[test]
     fn a_c_site_in_a_shared_library_without_debug_info_starts_in_it() {
-        let library = |name: &str| {
-            Frame::new(
-                name,
-                Some("/usr/lib/x86_64-linux-gnu/liblmdb.so.0.0.0".into()),
-                None,
-            )
-        };
+        let library = |name: &str| in_object(name, "/usr/lib/x86_64-linux-gnu/liblmdb.so.0.0.0");
         let mut stack = frames(&["malloc", "heed::Env::open", "my_engine::open"]);
         stack.insert(1, library("mdb_env_open"));
         stack.insert(1, library("mdb_env_setup_locks"));
