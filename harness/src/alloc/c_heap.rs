@@ -14,13 +14,10 @@
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_int, c_void};
-use std::sync::atomic::{
-    AtomicBool, AtomicPtr,
-    Ordering::{Relaxed, SeqCst},
-};
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use super::raw::SpinLock;
-use super::sites;
+use super::{C_HOOKS, set_mode, sites};
 
 /// jemalloc's `hooks_t` (`include/jemalloc/internal/hook.h`).
 #[repr(C)]
@@ -42,8 +39,6 @@ static HOOKS: Hooks = Hooks {
     extra: std::ptr::null_mut(),
 };
 
-/// Whether the hooks are installed: read by the Rust allocator on every call.
-static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// jemalloc's handle for the installed hooks, to remove them.
 static HANDLE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 /// Serialises [`install`] and [`remove`].
@@ -57,7 +52,7 @@ thread_local! {
 /// Whether the hooks are installed, so Rust allocator calls must be marked.
 #[inline(always)]
 pub(crate) fn installed() -> bool {
-    INSTALLED.load(Relaxed)
+    super::mode() & C_HOOKS != 0
 }
 
 /// Runs `call` (the Rust allocator's call into jemalloc) with this thread marked, so
@@ -87,7 +82,7 @@ pub(crate) fn install() -> Result<(), HookError> {
     }
     // Rust's calls are marked from before the hooks go live (partway through the mallctl),
     // so none is ever taken for a C block.
-    INSTALLED.store(true, SeqCst);
+    set_mode(C_HOOKS, true);
     let name = c"experimental.hooks.install";
     let mut handle: *mut c_void = std::ptr::null_mut();
     let mut handle_len = size_of::<*mut c_void>();
@@ -103,7 +98,7 @@ pub(crate) fn install() -> Result<(), HookError> {
         )
     };
     if code != 0 || handle.is_null() {
-        INSTALLED.store(false, SeqCst);
+        set_mode(C_HOOKS, false);
         return Err(HookError {
             name: "experimental.hooks.install",
             code,
@@ -135,7 +130,7 @@ pub(crate) fn remove() {
     // them in place, where they check `sites::table_in_use`.
     if code == 0 {
         HANDLE.store(std::ptr::null_mut(), Relaxed);
-        INSTALLED.store(false, SeqCst);
+        set_mode(C_HOOKS, false);
     }
 }
 

@@ -2,14 +2,15 @@
 //! measured iterations, remembers where each live block came from.
 //!
 //! Hot path (always on): forward to the inner allocator, then update this thread's
-//! counter shard: no lock, no allocation, no backtrace. Two relaxed loads of read-mostly
-//! flags decide whether site bookkeeping is needed at all.
+//! counter shard: no lock, no allocation, no backtrace. One relaxed load of a read-mostly
+//! mode byte decides whether site bookkeeping is needed at all.
 //!
 //! ```text
 //!              alloc                          dealloc
-//!   inner.alloc ─▶ counters::on_alloc    table in use? ─▶ sites::on_dealloc (remove)
-//!   recording? ─▶ sites::on_alloc        counters::on_dealloc ─▶ inner.dealloc
-//!                  (stack → site id → shadow or live table)
+//!   inner.alloc ─▶ counters::on_alloc    counters::on_dealloc
+//!   recording? ─▶ sites::on_alloc        table in use? ─▶ sites::on_dealloc (remove)
+//!                  (stack → site id →    inner.dealloc
+//!                   shadow or live table)
 //! ```
 
 #[cfg(feature = "jemalloc")]
@@ -23,6 +24,10 @@ pub(crate) mod stack;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
+use std::sync::atomic::{
+    AtomicU8,
+    Ordering::{Relaxed, SeqCst},
+};
 
 pub(crate) use counters::reset_peak;
 pub use counters::{HeapStats, heap_stats};
@@ -64,41 +69,40 @@ impl<A> TrackingAlloc<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mode = mode();
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = rust_call(true, || unsafe { self.inner.alloc(layout) });
-        allocated(ptr, layout.size())
+        let ptr = rust_call(mode, || unsafe { self.inner.alloc(layout) });
+        allocated(mode, ptr, layout.size())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let mode = mode();
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = rust_call(true, || unsafe { self.inner.alloc_zeroed(layout) });
-        allocated(ptr, layout.size())
+        let ptr = rust_call(mode, || unsafe { self.inner.alloc_zeroed(layout) });
+        allocated(mode, ptr, layout.size())
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let mode = mode();
+        counters::on_dealloc(layout.size());
         // The entry goes before the block: once freed, another thread may get the same
         // address and enter it.
-        let tracked = sites::table_in_use();
-        if tracked {
-            sites::prefetch(ptr, layout.size());
-        }
-        counters::on_dealloc(layout.size());
-        if tracked {
+        if mode & TABLE_IN_USE != 0 {
             sites::on_dealloc(ptr, layout.size());
         }
         // SAFETY: forwarded with the caller's guarantees.
-        rust_call(tracked, || unsafe { self.inner.dealloc(ptr, layout) })
+        rust_call(mode, || unsafe { self.inner.dealloc(ptr, layout) })
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let mode = mode();
         // As in `dealloc`: the old entry goes before `realloc` may free the old block.
-        let tracked = sites::table_in_use();
-        let moved = tracked.then(|| sites::take(ptr, layout.size()));
+        let moved = (mode & TABLE_IN_USE != 0).then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
-        let new = rust_call(tracked, || unsafe {
+        let new = rust_call(mode, || unsafe {
             self.inner.realloc(ptr, layout, new_size)
         });
         if new.is_null() {
@@ -116,26 +120,52 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     }
 }
 
-/// Runs the inner allocator's `call`, marked as Rust's while C heap sites are recorded so
-/// jemalloc's hooks leave the block to this allocator's bookkeeping. `maybe_hooked` is
-/// false when the caller already knows no table is kept, hence no hook installed.
+/// What the allocator does beyond counting, as bits of one byte, so that each call
+/// tests them all with one load.
+static MODE: AtomicU8 = AtomicU8::new(0);
+/// Sites are being recorded: new blocks are tagged ([`sites::start`] to [`sites::stop`]).
+pub(crate) const RECORDING: u8 = 1;
+/// Tagged blocks may be live: frees look for their entries ([`sites::start`] to
+/// [`sites::clear`]).
+pub(crate) const TABLE_IN_USE: u8 = 2;
+/// jemalloc's hooks are installed ([`c_heap`]): Rust's own calls are marked.
+pub(crate) const C_HOOKS: u8 = 4;
+
+/// The current mode bits.
 #[inline(always)]
-#[cfg_attr(not(feature = "jemalloc"), allow(unused_variables))]
-fn rust_call<T>(maybe_hooked: bool, call: impl FnOnce() -> T) -> T {
+pub(crate) fn mode() -> u8 {
+    MODE.load(Relaxed)
+}
+
+/// Turns the `bits` of the mode on or off.
+pub(crate) fn set_mode(bits: u8, on: bool) {
+    if on {
+        MODE.fetch_or(bits, SeqCst);
+    } else {
+        MODE.fetch_and(!bits, SeqCst);
+    }
+}
+
+/// Runs the inner allocator's `call`, marked as Rust's while jemalloc's hooks are
+/// installed, so they leave the block to this allocator's bookkeeping.
+#[inline(always)]
+fn rust_call<T>(mode: u8, call: impl FnOnce() -> T) -> T {
     #[cfg(feature = "jemalloc")]
-    if maybe_hooked && c_heap::installed() {
+    if mode & C_HOOKS != 0 {
         return c_heap::rust_call(call);
     }
+    #[cfg(not(feature = "jemalloc"))]
+    let _ = mode;
     call()
 }
 
 /// Bookkeeping after a successful allocation of `size` bytes at `ptr`.
 #[inline(always)]
-fn allocated(ptr: *mut u8, size: usize) -> *mut u8 {
+fn allocated(mode: u8, ptr: *mut u8, size: usize) -> *mut u8 {
     if !ptr.is_null() {
         // Sites first: counting may copy the per-site bytes at a new high, which must
         // already include this block.
-        if sites::recording() {
+        if mode & RECORDING != 0 {
             sites::on_alloc(ptr, size);
         }
         counters::on_alloc(size);
@@ -161,6 +191,7 @@ pub(crate) struct ReentrancyGuard(());
 
 impl ReentrancyGuard {
     /// Enters, or returns `None` if this thread is already inside.
+    #[inline(always)]
     pub(crate) fn enter() -> Option<Self> {
         // `then`, not `then_some`: a guard built for nothing would clear the flag as it
         // is dropped, and the outer guard's protection with it.
@@ -171,6 +202,7 @@ impl ReentrancyGuard {
 }
 
 impl Drop for ReentrancyGuard {
+    #[inline(always)]
     fn drop(&mut self) {
         INSIDE_TRACKER.with(|inside| inside.set(false));
     }

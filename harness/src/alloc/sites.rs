@@ -17,13 +17,13 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
-use super::ReentrancyGuard;
 use super::peak;
 use super::raw::{MmapBuf, SpinLock, Zeroable};
 use super::shadow::{self, Shadow};
 #[cfg(test)]
 use super::stack::StackHash;
-use super::stack::{self, DEPTH};
+use super::stack::{self, DEPTH, Frames};
+use super::{RECORDING, ReentrancyGuard, TABLE_IN_USE, set_mode};
 
 /// Which heap a site allocated from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,21 +34,21 @@ pub(crate) enum Heap {
     C,
 }
 
-static RECORDING: AtomicBool = AtomicBool::new(false);
-static TABLE_IN_USE: AtomicBool = AtomicBool::new(false);
 static ITERATION: AtomicU32 = AtomicU32::new(0);
 
 /// A site id that names no site (the interner ran out of memory).
 const NO_SITE: u32 = u32::MAX;
 
+/// Whether new blocks are being tagged.
 #[inline(always)]
 pub(crate) fn recording() -> bool {
-    RECORDING.load(Relaxed)
+    super::mode() & RECORDING != 0
 }
 
+/// Whether tagged blocks may be live, so frees must look for their entries.
 #[inline(always)]
 pub(crate) fn table_in_use() -> bool {
-    TABLE_IN_USE.load(Relaxed)
+    super::mode() & TABLE_IN_USE != 0
 }
 
 /// Starts recording sites; blocks allocated from now on are tagged with `iteration`.
@@ -60,8 +60,7 @@ pub fn start(iteration: u32) -> stack::Method {
     SHADOW.clear();
     SHADOW_DECLINED.store(false, Relaxed);
     ITERATION.store(iteration, Relaxed);
-    TABLE_IN_USE.store(true, Relaxed);
-    RECORDING.store(true, Relaxed);
+    set_mode(TABLE_IN_USE | RECORDING, true);
     method
 }
 
@@ -72,13 +71,13 @@ pub(crate) fn set_iteration(iteration: u32) {
 
 /// Stops tagging new blocks; blocks already tagged stay in the table until freed.
 pub fn stop() {
-    RECORDING.store(false, Relaxed);
+    set_mode(RECORDING, false);
     peak::disarm();
 }
 
 /// Forgets every tagged block.
 pub fn clear() {
-    RECORDING.store(false, Relaxed);
+    set_mode(RECORDING, false);
     for (index, shard) in LIVE.iter().enumerate() {
         let mut shard = shard.0.lock();
         shard.clear();
@@ -87,7 +86,7 @@ pub fn clear() {
     SHADOW.clear();
     SHADOW_DECLINED.store(false, Relaxed);
     C_BLOCKS.store(0, Relaxed);
-    TABLE_IN_USE.store(false, Relaxed);
+    set_mode(TABLE_IN_USE, false);
 }
 
 /// Records a new block. Called by the allocator when [`recording`] is on.
@@ -193,15 +192,23 @@ pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
 }
 
 fn current_site() -> u32 {
-    let mut frames = [0usize; DEPTH];
-    let (len, hash) = stack::capture(&mut frames);
-    site_of(&frames[..len], hash, Heap::Rust)
+    let mut frames = Frames::new();
+    let hash = stack::capture(&mut frames);
+    site_of(&frames, hash, Heap::Rust)
 }
 
-fn site_of(frames: &[usize], hash: u64, heap: Heap) -> u32 {
-    if let Some(site) = SITE_CACHE.with(|cache| cache.get(hash)) {
-        return site;
+/// The site of a captured stack: from this thread's cache when it saw the stack lately.
+#[inline(always)]
+fn site_of(frames: &Frames, hash: u64, heap: Heap) -> u32 {
+    match SITE_CACHE.with(|cache| cache.get(hash)) {
+        Some(site) => site,
+        None => intern(frames.as_slice(), hash, heap),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn intern(frames: &[usize], hash: u64, heap: Heap) -> u32 {
     let site = INTERNER.lock().intern(hash, frames, heap);
     if site != NO_SITE {
         SITE_CACHE.with(|cache| cache.put(hash, site));
@@ -221,9 +228,9 @@ pub(crate) fn on_c_alloc(address: usize, size: usize) {
     let Some(_guard) = ReentrancyGuard::enter() else {
         return;
     };
-    let mut frames = [0usize; DEPTH];
-    let (len, hash) = stack::capture_dwarf(&mut frames);
-    let site = site_of(&frames[..len], hash, Heap::C);
+    let mut frames = Frames::new();
+    let hash = stack::capture_dwarf(&mut frames);
+    let site = site_of(&frames, hash, Heap::C);
     if site == NO_SITE {
         return; // Out of memory for bookkeeping: the block goes untracked.
     }
@@ -537,7 +544,7 @@ fn publish(shard: usize, slots: &MmapBuf<LiveBlock>) {
 /// stack walk, the counters). Tags in the shadow need none: they sit next to the tags of
 /// the blocks allocated just before.
 #[inline(always)]
-pub(crate) fn prefetch(address: *mut u8, size: usize) {
+fn prefetch(address: *mut u8, size: usize) {
     if shadow::suits(address as usize, size) {
         return;
     }

@@ -11,6 +11,7 @@
 //! [`detect`] walks the same stack both ways and keeps frame pointers only if they agree.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// Frames kept per allocation site.
@@ -47,11 +48,11 @@ pub(crate) fn detect() -> Method {
 
 #[inline(never)]
 fn frame_pointers_agree_with_dwarf() -> bool {
-    let mut by_fp = [0usize; 6];
-    let (fp_len, _) = walk_frame_pointers(&mut by_fp);
-    let mut by_dwarf = [0usize; DEPTH];
-    let dwarf_len = unwind_dwarf(&mut by_dwarf);
-    let (by_fp, by_dwarf) = (&by_fp[..fp_len], &by_dwarf[..dwarf_len]);
+    let mut by_fp = Frames::new();
+    walk_frame_pointers(&mut by_fp);
+    let mut by_dwarf = Frames::new();
+    unwind_dwarf(&mut by_dwarf);
+    let (by_fp, by_dwarf) = (by_fp.as_slice(), by_dwarf.as_slice());
     if by_fp.len() < 4 {
         return false;
     }
@@ -62,25 +63,69 @@ fn frame_pointers_agree_with_dwarf() -> bool {
         .is_some_and(|at| by_dwarf[at..].starts_with(&by_fp[..4]))
 }
 
-/// Fills `frames` with return addresses, innermost first, and returns how many and
-/// their [`StackHash`].
+/// Up to [`DEPTH`] return addresses, innermost first. The buffer is left uninitialised
+/// past `len`: it is filled on every allocation while recording, and zeroing it first
+/// would cost more than a short walk does.
+pub(crate) struct Frames {
+    len: usize,
+    buf: MaybeUninit<[usize; DEPTH]>,
+}
+
+impl Frames {
+    /// An empty buffer.
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Self {
+            len: 0,
+            buf: MaybeUninit::uninit(),
+        }
+    }
+
+    /// Appends `frame`; returns `false`, storing nothing, when full.
+    #[inline(always)]
+    fn push(&mut self, frame: usize) -> bool {
+        if self.len == DEPTH {
+            return false;
+        }
+        // SAFETY: `len < DEPTH`, so the slot is inside the buffer; writing through a raw
+        // pointer initialises it without reading it.
+        unsafe {
+            self.buf
+                .as_mut_ptr()
+                .cast::<usize>()
+                .add(self.len)
+                .write(frame)
+        };
+        self.len += 1;
+        true
+    }
+
+    /// The frames captured.
+    #[inline(always)]
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        // SAFETY: `push` initialised the first `len` slots, and only it raises `len`.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast(), self.len) }
+    }
+}
+
+/// Captures the current stack into `frames` and returns its [`StackHash`]. The caller
+/// owns the buffer, so it is neither zeroed nor moved.
 #[inline(always)]
-pub(crate) fn capture(frames: &mut [usize; DEPTH]) -> (usize, u64) {
+pub(crate) fn capture(frames: &mut Frames) -> u64 {
     if METHOD.load(Relaxed) == FRAME_POINTERS {
-        let (len, hash) = walk_frame_pointers(frames);
-        (len, hash.finish(len))
+        walk_frame_pointers(frames).finish(frames.len)
     } else {
-        let len = unwind_dwarf(frames);
-        (len, StackHash::of(&frames[..len]))
+        unwind_dwarf(frames);
+        StackHash::of(frames.as_slice())
     }
 }
 
 /// Like [`capture`], but always by DWARF unwinding: for C and C++ callers, which are
 /// seldom built with frame pointers.
 #[cfg(feature = "jemalloc")]
-pub(crate) fn capture_dwarf(frames: &mut [usize; DEPTH]) -> (usize, u64) {
-    let len = unwind_dwarf(frames);
-    (len, StackHash::of(&frames[..len]))
+pub(crate) fn capture_dwarf(frames: &mut Frames) -> u64 {
+    unwind_dwarf(frames);
+    StackHash::of(frames.as_slice())
 }
 
 /// A hash of a stack, never 0 (it marks empty slots). Two stacks with the same 64-bit
@@ -138,19 +183,15 @@ const POSITION_CONSTANTS: [u64; DEPTH] = {
     constants
 };
 
-fn unwind_dwarf(frames: &mut [usize]) -> usize {
-    let mut len = 0;
+fn unwind_dwarf(frames: &mut Frames) {
     // SAFETY: `trace_unsynchronized` requires that no other thread unwinds through the
     // backtrace crate at the same time without synchronisation; libgcc's unwinder that it
     // calls is itself thread-safe, and the closure only writes into our own buffer.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
-            frames[len] = frame.ip() as usize;
-            len += 1;
-            len < frames.len()
+            frames.push(frame.ip() as usize) && frames.len < DEPTH
         });
     }
-    len
 }
 
 thread_local! {
@@ -221,22 +262,30 @@ fn frame_pointer() -> usize {
     fp
 }
 
-/// Follows saved frame pointers. Every frame pointer is checked to lie inside this
-/// thread's stack and above the previous one before it is read, so a broken chain (code
-/// without frame pointers) ends the walk instead of reading wild memory.
+/// Follows saved frame pointers into `frames`, hashing as it goes. Every frame pointer
+/// is checked to be aligned, inside this thread's stack and above the previous one
+/// before it is read, so a broken chain (code without frame pointers) ends the walk
+/// instead of reading wild memory.
 #[inline(always)]
-fn walk_frame_pointers(frames: &mut [usize]) -> (usize, StackHash) {
+fn walk_frame_pointers(frames: &mut Frames) -> StackHash {
+    const RECORD: usize = 2 * size_of::<usize>();
+    const ALIGN_BITS: u32 = size_of::<usize>().trailing_zeros();
     let (low, high) = stack_bounds();
-    let mut fp = frame_pointer();
-    let mut len = 0;
+    let low = low.next_multiple_of(size_of::<usize>());
     let mut hash = StackHash::new();
-    while len < frames.len() && fp >= low && fp.is_multiple_of(align_of::<usize>()) {
-        if fp
-            .checked_add(2 * size_of::<usize>())
-            .is_none_or(|end| end > high)
-        {
-            break;
-        }
+    // Unknown bounds are (0, 0): no walk.
+    let Some(span) = high.saturating_sub(low).checked_sub(RECORD) else {
+        return hash;
+    };
+    // One comparison per frame checks both bounds and the alignment: `fp - low` wraps
+    // when `fp < low`, and rotating it moves a misaligned remainder into the top bits.
+    let limit = span >> ALIGN_BITS;
+    let mut fp = frame_pointer();
+    // The length stays in a register: through `frames`, each store of a frame might
+    // alias it, and the walk would wait on memory for every frame.
+    let buf = frames.buf.as_mut_ptr().cast::<usize>();
+    let mut len = 0;
+    while len < DEPTH && fp.wrapping_sub(low).rotate_right(ALIGN_BITS) <= limit {
         // SAFETY: `fp..fp + 16` lies inside this thread's mapped stack (checked above),
         // and the frame record there is two machine words: saved fp, return address.
         let (next, ret) = unsafe {
@@ -247,7 +296,8 @@ fn walk_frame_pointers(frames: &mut [usize]) -> (usize, StackHash) {
         if ret == 0 {
             break;
         }
-        frames[len] = ret;
+        // SAFETY: `len < DEPTH`: the slot is inside the buffer.
+        unsafe { buf.add(len).write(ret) };
         hash.add(len, ret);
         len += 1;
         if next <= fp {
@@ -255,5 +305,6 @@ fn walk_frame_pointers(frames: &mut [usize]) -> (usize, StackHash) {
         }
         fp = next;
     }
-    (len, hash)
+    frames.len = len;
+    hash
 }
