@@ -1,196 +1,327 @@
 //! Always-on heap counters: live bytes and blocks, total allocations, and peak.
 //!
-//! Each thread owns a cache-line-sized shard and updates it with plain loads and stores
-//! (no `lock`-prefixed instruction, no shared cache line), so counting costs a few
-//! nanoseconds and does not serialise threads. A call updates two words: the shard's net
-//! bytes and its count of allocations or of frees; each word more measurably slows a
-//! heap-heavy loop. Readers sum the shards. A thread returns
-//! its shard when it exits; its counts stay in the shard for the next owner. Threads
-//! beyond the shard count share one overflow shard updated with atomic read-modify-writes.
+//! Each thread counts in its own thread-local [`ThreadCounters`] with plain loads and
+//! stores: no `lock`-prefixed instruction, no shared cache line, and no index to look up,
+//! so counting costs a few instructions. A call updates two words: the thread's net bytes
+//! and its count of allocations or of frees; each word more measurably slows a
+//! heap-heavy loop. The same thread-local block holds a copy of the allocator's mode, so
+//! one load tells a call whether it has anything to do beyond counting.
 //!
-//! The peak needs a global view, which per-thread shards do not give for free: each
+//! Readers sum the threads' counters: a thread links its block into a registry on its
+//! first call and, when it exits, unlinks it and folds its counts into shared counters.
+//! Calls a thread makes before it is registered or after it has left (registering its
+//! exit hook may allocate, and so may other threads' exit hooks) are counted in the
+//! shared counters with atomic read-modify-writes.
+//!
+//! The peak needs a global view, which per-thread counters do not give for free: each
 //! thread folds its net change into a global live counter every [`FLUSH_BYTES`], and the
 //! peak is the maximum of that counter. It is therefore exact for a single thread up to
 //! `FLUSH_BYTES` and, with `t` threads, off by at most `t × FLUSH_BYTES`.
 
-use std::cell::Cell;
 use std::sync::atomic::{
-    AtomicBool, AtomicI64, AtomicU64,
+    AtomicI64, AtomicPtr, AtomicU8, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
+
+use super::raw::SpinLock;
 
 /// Net bytes a thread may change before it folds them into the global peak counter.
 pub(crate) const FLUSH_BYTES: i64 = 16 << 10;
 
-const OWNED_SHARDS: usize = 64;
-const OVERFLOW: usize = OWNED_SHARDS;
+/// A bit of a thread's mode copy: its counters are not registered yet, so its next call
+/// registers them. Like the mode's own bits, it sends calls down the slow path.
+const UNREGISTERED: u8 = 0x80;
+/// A bit of a thread's mode copy: the thread counts in [`SHARED`] (it is registering, or
+/// it has left the registry on its way out).
+const COUNTS_SHARED: u8 = 0x40;
 
-#[repr(align(128))]
-struct Shard {
-    owned: AtomicBool,
-    /// Bytes allocated less bytes freed by the shard's threads: negative when they freed
-    /// blocks that other threads allocated.
+/// One thread's counters, in its thread-local storage. The owning thread is their only
+/// writer, apart from the mode copy, which [`copy_mode_to_threads`] writes. One cache
+/// line holds them all.
+#[repr(align(64))]
+struct ThreadCounters {
+    /// The allocator's mode bits, plus [`UNREGISTERED`] or [`COUNTS_SHARED`]: zero when
+    /// a call only needs to count, in these counters.
+    mode: AtomicU8,
+    /// Bytes allocated less bytes freed by this thread: negative when it freed blocks
+    /// that other threads allocated.
     net_bytes: AtomicI64,
     allocations: AtomicU64,
     frees: AtomicU64,
-    /// `net_bytes` when last folded into [`LIVE_FLUSHED`].
-    flushed_bytes: AtomicI64,
+    /// `net_bytes` when last folded into [`LIVE_FLUSHED`], plus [`FLUSH_BYTES`]: an
+    /// allocation that brings `net_bytes` this high is due to flush. Two bounds instead
+    /// of one flushed value, so each call compares once, against the bound it can cross.
+    flush_at_or_above: AtomicI64,
+    /// The flushed value less [`FLUSH_BYTES`]: a free that brings `net_bytes` below this
+    /// is due to flush.
+    flush_below: AtomicI64,
+    /// The next registered thread's counters: the registry's list, under its lock.
+    next: AtomicPtr<ThreadCounters>,
 }
 
-impl Shard {
+impl ThreadCounters {
     const fn new() -> Self {
         Self {
-            owned: AtomicBool::new(false),
+            mode: AtomicU8::new(UNREGISTERED),
             net_bytes: AtomicI64::new(0),
             allocations: AtomicU64::new(0),
             frees: AtomicU64::new(0),
-            flushed_bytes: AtomicI64::new(0),
+            flush_at_or_above: AtomicI64::new(FLUSH_BYTES),
+            flush_below: AtomicI64::new(-FLUSH_BYTES),
+            next: AtomicPtr::new(std::ptr::null_mut()),
         }
+    }
+
+    /// Applies `change`; returns whether the net change since the last flush, at least
+    /// [`FLUSH_BYTES`] either way, is due to be folded into [`LIVE_FLUSHED`]. Only the
+    /// owning thread calls it.
+    #[inline(always)]
+    fn apply(&self, change: Change) -> bool {
+        match change {
+            Change::Alloc(size) => {
+                bump(&self.allocations);
+                add(&self.net_bytes, size as i64) >= self.flush_at_or_above.load(Relaxed)
+            }
+            Change::Free(size) => {
+                bump(&self.frees);
+                add(&self.net_bytes, -(size as i64)) < self.flush_below.load(Relaxed)
+            }
+            Change::Realloc { old, new } => {
+                // One allocation and one free: live blocks unchanged.
+                bump(&self.allocations);
+                bump(&self.frees);
+                let net_bytes = add(&self.net_bytes, new as i64 - old as i64);
+                net_bytes >= self.flush_at_or_above.load(Relaxed)
+                    || net_bytes < self.flush_below.load(Relaxed)
+            }
+        }
+    }
+
+    /// Folds the net change since the last flush into the global live counter.
+    fn flush(&self) {
+        let net_bytes = self.net_bytes.load(Relaxed);
+        let flushed = self.flush_below.load(Relaxed).wrapping_add(FLUSH_BYTES);
+        self.flush_at_or_above
+            .store(net_bytes.wrapping_add(FLUSH_BYTES), Relaxed);
+        self.flush_below
+            .store(net_bytes.wrapping_sub(FLUSH_BYTES), Relaxed);
+        fold_live(net_bytes.wrapping_sub(flushed));
     }
 }
 
-static SHARDS: [Shard; OWNED_SHARDS + 1] = [const { Shard::new() }; OWNED_SHARDS + 1];
+/// Adds one to a counter only its owning thread writes: a plain load and store suffice
+/// (Release orders the counters for readers; a plain `mov` on x86).
+#[inline(always)]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed).wrapping_add(1), Release);
+}
+
+/// Adds `delta` as [`bump`] does, and returns the new value.
+#[inline(always)]
+fn add(counter: &AtomicI64, delta: i64) -> i64 {
+    let value = counter.load(Relaxed).wrapping_add(delta);
+    counter.store(value, Release);
+    value
+}
+
+/// The counts of threads that are not registered (see the module docs), and those that
+/// registered threads left behind when they exited.
+struct SharedCounters {
+    net_bytes: AtomicI64,
+    allocations: AtomicU64,
+    frees: AtomicU64,
+}
+
+static SHARED: SharedCounters = SharedCounters {
+    net_bytes: AtomicI64::new(0),
+    allocations: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+};
 static LIVE_FLUSHED: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
 
-const UNASSIGNED: usize = usize::MAX;
-
-thread_local! {
-    // No destructor, so access is a plain TLS load that works even while the thread's
-    // other thread-locals are being destroyed.
-    static SHARD_INDEX: Cell<usize> = const { Cell::new(UNASSIGNED) };
-    static SHARD_RETURN: ShardReturn = const { ShardReturn };
+/// The registered threads' counters, as a list through their `next` links.
+struct Registry {
+    head: *const ThreadCounters,
 }
 
-/// Hands the thread's shard back when the thread exits.
-struct ShardReturn;
+// SAFETY: the list's nodes are thread-locals of live threads, read through atomics only;
+// a thread unlinks its node, under the registry's lock, before its thread-locals go.
+unsafe impl Send for Registry {}
 
-impl Drop for ShardReturn {
-    fn drop(&mut self) {
-        let index = SHARD_INDEX.with(|i| i.replace(OVERFLOW));
-        if index < OWNED_SHARDS {
-            // The residue must reach the global counter, or the peak drifts.
-            flush(&SHARDS[index]);
-            SHARDS[index]
-                .owned
-                .store(false, std::sync::atomic::Ordering::Release);
+impl Registry {
+    fn for_each(&self, mut visit: impl FnMut(&ThreadCounters)) {
+        let mut node = self.head;
+        // SAFETY: see `Send`: every linked node is alive while the lock is held.
+        while let Some(counters) = unsafe { node.as_ref() } {
+            visit(counters);
+            node = counters.next.load(Relaxed);
+        }
+    }
+
+    fn unlink(&mut self, leaving: &ThreadCounters) {
+        let next = leaving.next.load(Relaxed);
+        if std::ptr::eq(self.head, leaving) {
+            self.head = next;
+            return;
+        }
+        let mut node = self.head;
+        // SAFETY: as in `for_each`.
+        while let Some(counters) = unsafe { node.as_ref() } {
+            if std::ptr::eq(counters.next.load(Relaxed), leaving) {
+                counters.next.store(next, Relaxed);
+                return;
+            }
+            node = counters.next.load(Relaxed);
         }
     }
 }
 
-#[cold]
-fn claim_shard() -> usize {
-    let claimed = (0..OWNED_SHARDS).find(|&i| {
-        SHARDS[i]
-            .owned
-            .compare_exchange(false, true, std::sync::atomic::Ordering::Acquire, Relaxed)
-            .is_ok()
-    });
-    // Registering the return may allocate; those allocations count in the overflow shard.
-    SHARD_INDEX.with(|c| c.set(OVERFLOW));
-    let index = match claimed {
-        // Registering the return needs the thread's destructor list; if that is no longer
-        // possible (the thread is exiting) give the shard back and share the overflow one.
-        Some(i) if SHARD_RETURN.try_with(|_| ()).is_ok() => i,
-        Some(i) => {
-            SHARDS[i]
-                .owned
-                .store(false, std::sync::atomic::Ordering::Release);
-            OVERFLOW
-        }
-        None => OVERFLOW,
-    };
-    SHARD_INDEX.with(|c| c.set(index));
-    index
+static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
+    head: std::ptr::null(),
+});
+
+thread_local! {
+    // No destructor, so access is a plain thread-local load, without a state check, that
+    // works even while the thread's other thread-locals are being destroyed.
+    static THIS_THREAD: ThreadCounters = const { ThreadCounters::new() };
+    static UNREGISTER: Unregister = const { Unregister };
+}
+
+/// Takes the thread's counters out of the registry when the thread exits.
+struct Unregister;
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        THIS_THREAD.with(|counters| {
+            let mut registry = REGISTRY.lock();
+            registry.unlink(counters);
+            counters.mode.store(COUNTS_SHARED, Relaxed);
+            // Under the lock, so a reader sees the counts either here or there, once.
+            SHARED
+                .net_bytes
+                .fetch_add(counters.net_bytes.load(Relaxed), Relaxed);
+            SHARED
+                .allocations
+                .fetch_add(counters.allocations.load(Relaxed), Relaxed);
+            SHARED
+                .frees
+                .fetch_add(counters.frees.load(Relaxed), Relaxed);
+            drop(registry);
+            // The residue must reach the global counter, or the peak drifts.
+            counters.flush();
+        });
+    }
 }
 
 /// One allocator call's change to the counters.
 #[derive(Clone, Copy)]
-enum Change {
+pub(crate) enum Change {
     Alloc(usize),
     Free(usize),
     Realloc { old: usize, new: usize },
 }
 
-/// Applies `change` to this thread's shard. One comparison serves the common case: an
-/// owned shard's index is below `OWNED_SHARDS`; unassigned and overflow are not.
+/// This thread's copy of the allocator's mode: zero when the call needs nothing but
+/// [`count_registered`]; otherwise it takes the slow path, which passes the copy through
+/// [`settle`] and counts with [`count`].
 #[inline(always)]
-fn count(change: Change) {
-    let index = SHARD_INDEX.with(Cell::get);
-    if index < OWNED_SHARDS {
-        apply(&SHARDS[index], true, change);
-    } else {
-        let index = unowned_shard(index);
-        apply(&SHARDS[index], index != OVERFLOW, change);
-    }
+pub(crate) fn thread_mode() -> u8 {
+    THIS_THREAD.with(|counters| counters.mode.load(Relaxed))
 }
 
-/// The shard of a thread that owns none: a new one, or the overflow shard.
+/// Counts `change` in this thread's counters, which must be registered (its
+/// [`thread_mode`] is zero). Returns whether [`flush_this_thread`] is due.
+#[inline(always)]
+pub(crate) fn count_registered(change: Change) -> bool {
+    THIS_THREAD.with(|counters| counters.apply(change))
+}
+
+/// Folds this thread's net change into the global peak counter.
 #[cold]
 #[inline(never)]
-fn unowned_shard(index: usize) -> usize {
-    if index == UNASSIGNED {
-        claim_shard()
-    } else {
-        index
-    }
+pub(crate) fn flush_this_thread() {
+    THIS_THREAD.with(ThreadCounters::flush);
 }
 
+/// The mode a slow-path call works in, from the thread's copy (its [`thread_mode`]): the
+/// copy itself once the thread is registered. On the thread's first call this registers
+/// it; a thread that cannot be registered gets the allocator's mode, marked for [`count`]
+/// to count in the shared counters.
 #[inline(always)]
-fn apply(shard: &Shard, owned: bool, change: Change) {
-    let net_bytes = match change {
-        Change::Alloc(size) => {
-            bump(&shard.allocations, 1, owned);
-            add(&shard.net_bytes, size as i64, owned)
-        }
-        Change::Free(size) => {
-            bump(&shard.frees, 1, owned);
-            add(&shard.net_bytes, -(size as i64), owned)
-        }
-        Change::Realloc { old, new } => {
-            // One allocation and one free: live blocks unchanged.
-            bump(&shard.allocations, 1, owned);
-            bump(&shard.frees, 1, owned);
-            add(&shard.net_bytes, new as i64 - old as i64, owned)
-        }
-    };
-    let unflushed = net_bytes.wrapping_sub(shard.flushed_bytes.load(Relaxed));
-    if !(-FLUSH_BYTES..FLUSH_BYTES).contains(&unflushed) {
-        flush(shard);
-    }
-}
-
-#[inline(always)]
-fn bump(counter: &AtomicU64, by: u64, owned: bool) {
-    if owned {
-        // The owning thread is the only writer: a plain load and store suffice (Release
-        // orders the shard's counters for readers; a plain `mov` on x86).
-        counter.store(counter.load(Relaxed).wrapping_add(by), Release);
+pub(crate) fn settle(copy: u8) -> u8 {
+    if copy & (UNREGISTERED | COUNTS_SHARED) == 0 {
+        copy
     } else {
-        counter.fetch_add(by, Relaxed);
+        settle_unregistered(copy)
     }
 }
 
-/// Adds `delta` to `counter` as [`bump`] does, and returns the new value.
-#[inline(always)]
-fn add(counter: &AtomicI64, delta: i64, owned: bool) -> i64 {
-    if owned {
-        let value = counter.load(Relaxed).wrapping_add(delta);
-        counter.store(value, Release);
-        value
-    } else {
-        counter.fetch_add(delta, Relaxed).wrapping_add(delta)
-    }
-}
-
-/// Folds the shard's net change since the last flush into the global live counter.
-/// `swap` makes two threads sharing the overflow shard fold amounts that add up to the
-/// shard's change, whichever reads first.
 #[cold]
-fn flush(shard: &Shard) {
-    let net_bytes = shard.net_bytes.load(Relaxed);
-    let amount = net_bytes.wrapping_sub(shard.flushed_bytes.swap(net_bytes, Relaxed));
-    let live = LIVE_FLUSHED.fetch_add(amount, Relaxed) + amount;
+#[inline(never)]
+fn settle_unregistered(copy: u8) -> u8 {
+    if copy & UNREGISTERED != 0 {
+        register();
+    }
+    match thread_mode() {
+        registered if registered & (UNREGISTERED | COUNTS_SHARED) == 0 => registered,
+        _ => super::mode() | COUNTS_SHARED,
+    }
+}
+
+/// Counts `change`, in a slow-path call working in `mode` (from [`settle`]).
+#[inline(always)]
+pub(crate) fn count(mode: u8, change: Change) {
+    if mode & COUNTS_SHARED != 0 {
+        let (allocations, frees, bytes) = match change {
+            Change::Alloc(size) => (1, 0, size as i64),
+            Change::Free(size) => (0, 1, -(size as i64)),
+            Change::Realloc { old, new } => (1, 1, new as i64 - old as i64),
+        };
+        count_shared(allocations, frees, bytes);
+    } else if count_registered(change) {
+        flush_this_thread();
+    }
+}
+
+/// Counts in the shared counters, and folds the bytes into the global live counter at
+/// once: few calls come here.
+#[cold]
+#[inline(never)]
+fn count_shared(allocations: u64, frees: u64, bytes: i64) {
+    SHARED.allocations.fetch_add(allocations, Relaxed);
+    SHARED.frees.fetch_add(frees, Relaxed);
+    SHARED.net_bytes.fetch_add(bytes, Relaxed);
+    fold_live(bytes);
+}
+
+fn register() {
+    THIS_THREAD.with(|counters| {
+        // Registering the exit hook may allocate: those calls count in the shared
+        // counters. A thread already exiting can register none and stays there.
+        counters.mode.store(COUNTS_SHARED, Relaxed);
+        if UNREGISTER.try_with(|_| ()).is_err() {
+            return;
+        }
+        let mut registry = REGISTRY.lock();
+        counters.next.store(registry.head.cast_mut(), Relaxed);
+        registry.head = counters;
+        // Under the lock: a concurrent `copy_mode_to_threads` either sees this thread
+        // or has already changed the mode this copies.
+        counters.mode.store(super::mode(), Relaxed);
+    });
+}
+
+/// Copies the allocator's mode into every registered thread's counters.
+pub(crate) fn copy_mode_to_threads() {
+    let registry = REGISTRY.lock();
+    let mode = super::mode();
+    registry.for_each(|counters| counters.mode.store(mode, Relaxed));
+}
+
+/// Adds `amount` to the global live counter and raises the peak with it.
+fn fold_live(amount: i64) {
+    let live = LIVE_FLUSHED.fetch_add(amount, Relaxed).wrapping_add(amount);
     if amount > 0 {
         PEAK.fetch_max(live, Relaxed);
         // Not only when PEAK moves: samples raise PEAK to the exact live bytes too. The
@@ -199,24 +330,6 @@ fn flush(shard: &Shard) {
             super::peak::on_new_high(live);
         }
     }
-}
-
-/// Counts an allocation of `size` bytes.
-#[inline(always)]
-pub(crate) fn on_alloc(size: usize) {
-    count(Change::Alloc(size));
-}
-
-/// Counts a deallocation of `size` bytes.
-#[inline(always)]
-pub(crate) fn on_dealloc(size: usize) {
-    count(Change::Free(size));
-}
-
-/// Counts a reallocation from `old` to `new` bytes: one allocation, live blocks unchanged.
-#[inline(always)]
-pub(crate) fn on_realloc(old: usize, new: usize) {
-    count(Change::Realloc { old, new });
 }
 
 /// A snapshot of the Rust heap counters.
@@ -235,18 +348,20 @@ pub struct HeapStats {
 
 /// Reads the counters of every thread.
 pub fn heap_stats() -> HeapStats {
-    // Frees first, then allocations: a block allocated and freed while the shards are
+    let registry = REGISTRY.lock();
+    // Frees first, then allocations: a block allocated and freed while the counters are
     // being read then counts as live (a brief overestimate) instead of making the
-    // difference wrap below zero. Net bytes may be caught between two threads' shards,
+    // difference wrap below zero. Net bytes may be caught between two threads' counters,
     // either way, and read as zero when that makes them negative.
-    let frees = SHARDS.iter().fold(0u64, |sum, shard| {
-        sum.wrapping_add(shard.frees.load(Acquire))
+    let mut frees = SHARED.frees.load(Acquire);
+    registry.for_each(|counters| frees = frees.wrapping_add(counters.frees.load(Acquire)));
+    let mut net_bytes = SHARED.net_bytes.load(Acquire);
+    let mut allocations = SHARED.allocations.load(Acquire);
+    registry.for_each(|counters| {
+        net_bytes = net_bytes.wrapping_add(counters.net_bytes.load(Acquire));
+        allocations = allocations.wrapping_add(counters.allocations.load(Acquire));
     });
-    let (mut net_bytes, mut allocations) = (0i64, 0u64);
-    for shard in &SHARDS {
-        net_bytes = net_bytes.wrapping_add(shard.net_bytes.load(Acquire));
-        allocations = allocations.wrapping_add(shard.allocations.load(Acquire));
-    }
+    drop(registry);
     let live_bytes = net_bytes.max(0) as u64;
     let peak = PEAK
         .fetch_max(live_bytes as i64, Relaxed)
@@ -262,4 +377,64 @@ pub fn heap_stats() -> HeapStats {
 /// Starts a new peak window at the current live bytes.
 pub(crate) fn reset_peak() {
     PEAK.store(heap_stats().live_bytes as i64, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counters as the allocator moves them, by direct calls: the unit tests' own
+    /// global allocator is not `TrackingAlloc`, so nothing else counts here. One test, so
+    /// that no other test's calls interleave with its differences.
+    #[test]
+    fn threads_register_count_and_leave_their_counts_behind() {
+        let before = heap_stats();
+        let flushed_before = LIVE_FLUSHED.load(Relaxed);
+        let (while_running, flushed_while_running) = std::thread::spawn(|| {
+            assert_ne!(
+                thread_mode() & UNREGISTERED,
+                0,
+                "a new thread starts unregistered"
+            );
+            let mode = settle(thread_mode());
+            assert_eq!(
+                thread_mode() & (UNREGISTERED | COUNTS_SHARED),
+                0,
+                "the first slow-path call registers the thread"
+            );
+            // More than a flush's worth: the global live counter sees it at once.
+            count(mode, Change::Alloc(3 * FLUSH_BYTES as usize));
+            count(mode, Change::Alloc(100));
+            count(mode, Change::Realloc { old: 100, new: 40 });
+            count(mode, Change::Free(40));
+            (heap_stats(), LIVE_FLUSHED.load(Relaxed))
+        })
+        .join()
+        .expect("the counting thread panicked");
+        let after = heap_stats();
+
+        let grown = 3 * FLUSH_BYTES as u64;
+        assert_eq!(while_running.live_bytes - before.live_bytes, grown);
+        assert_eq!(while_running.live_blocks - before.live_blocks, 1);
+        assert_eq!(while_running.allocations - before.allocations, 3);
+        assert_eq!(flushed_while_running - flushed_before, grown as i64);
+        // The thread has exited: its counts moved to the shared counters, unchanged.
+        assert_eq!(after.live_bytes, while_running.live_bytes);
+        assert_eq!(after.live_blocks, while_running.live_blocks);
+        assert_eq!(after.allocations, while_running.allocations);
+        assert_eq!(LIVE_FLUSHED.load(Relaxed), flushed_while_running);
+
+        // A thread that frees what another allocated has negative net bytes; the sum
+        // is still right, and so is the count after it has gone.
+        std::thread::spawn(|| {
+            let mode = settle(thread_mode());
+            count(mode, Change::Free(3 * FLUSH_BYTES as usize));
+        })
+        .join()
+        .expect("the freeing thread panicked");
+        let freed = heap_stats();
+        assert_eq!(freed.live_bytes, before.live_bytes);
+        assert_eq!(freed.live_blocks, before.live_blocks);
+        assert_eq!(LIVE_FLUSHED.load(Relaxed), flushed_before);
+    }
 }

@@ -1,16 +1,19 @@
 //! [`TrackingAlloc`]: the global allocator that counts every allocation and, during
 //! measured iterations, remembers where each live block came from.
 //!
-//! Hot path (always on): forward to the inner allocator, then update this thread's
-//! counter shard: no lock, no allocation, no backtrace. One relaxed load of a read-mostly
-//! mode byte decides whether site bookkeeping is needed at all.
+//! Fast path (always on): one load of this thread's mode copy; when it is zero, forward
+//! to the inner allocator and update this thread's counters: no lock, no allocation, no
+//! backtrace, no call beyond the inner allocator's. Otherwise a slow path, out of line,
+//! does the site bookkeeping.
 //!
 //! ```text
-//!              alloc                          dealloc
-//!   inner.alloc ─▶ counters::on_alloc    counters::on_dealloc
-//!   recording? ─▶ sites::on_alloc        table in use? ─▶ sites::on_dealloc (remove)
-//!                  (stack → site id →    inner.dealloc
-//!                   shadow or live table)
+//!              alloc                               dealloc
+//!   thread mode 0? ─▶ inner.alloc,          thread mode 0? ─▶ count, inner.dealloc
+//!                     count                 else: count,
+//!   else: inner.alloc (marked if C hooks),        table in use? ─▶ sites::on_dealloc
+//!         recording? ─▶ sites::on_alloc           inner.dealloc
+//!         (stack → site id → shadow or
+//!          live table), count
 //! ```
 
 #[cfg(feature = "jemalloc")]
@@ -29,6 +32,7 @@ use std::sync::atomic::{
     Ordering::{Relaxed, SeqCst},
 };
 
+use counters::Change;
 pub(crate) use counters::reset_peak;
 pub use counters::{HeapStats, heap_stats};
 
@@ -69,24 +73,122 @@ impl<A> TrackingAlloc<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let mode = mode();
+        let mode = counters::thread_mode();
+        if mode != 0 {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.alloc_tracked::<false>(layout, mode) };
+        }
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = rust_call(mode, || unsafe { self.inner.alloc(layout) });
-        allocated(mode, ptr, layout.size())
+        unsafe { self.alloc_counted::<false>(layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let mode = mode();
+        let mode = counters::thread_mode();
+        if mode != 0 {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.alloc_tracked::<true>(layout, mode) };
+        }
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = rust_call(mode, || unsafe { self.inner.alloc_zeroed(layout) });
-        allocated(mode, ptr, layout.size())
+        unsafe { self.alloc_counted::<true>(layout) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let mode = mode();
-        counters::on_dealloc(layout.size());
+        let mode = counters::thread_mode();
+        if mode != 0 {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.dealloc_tracked(ptr, layout, mode) };
+        }
+        if counters::count_registered(Change::Free(layout.size())) {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.flush_then_dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded with the caller's guarantees. A tail call: nothing is left
+        // to do after the free.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let mode = counters::thread_mode();
+        if mode != 0 {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.realloc_tracked(ptr, layout, new_size, mode) };
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if !new.is_null()
+            && counters::count_registered(Change::Realloc {
+                old: layout.size(),
+                new: new_size,
+            })
+        {
+            return flush_returning(new);
+        }
+        new
+    }
+}
+
+/// The two ways of an allocation, each out of line: `alloc` itself then saves no register
+/// and reaches either by a tail call, so neither pays for the other's registers and a
+/// captured stack has no frame more.
+///
+/// The slow paths are for a thread whose mode copy is not zero: sites are recorded, C
+/// hooks are installed, or its counters are not registered.
+impl<A: GlobalAlloc> TrackingAlloc<A> {
+    /// Allocates, zeroed if `ZEROED`, and counts the block in this thread's counters.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[inline(never)]
+    unsafe fn alloc_counted<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let ptr = unsafe {
+            if ZEROED {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        };
+        if !ptr.is_null() && counters::count_registered(Change::Alloc(layout.size())) {
+            return flush_returning(ptr);
+        }
+        ptr
+    }
+
+    /// Allocates, zeroed if `ZEROED`, and records the block's site while recording.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[inline(never)]
+    unsafe fn alloc_tracked<const ZEROED: bool>(&self, layout: Layout, mode: u8) -> *mut u8 {
+        let mode = counters::settle(mode);
+        // SAFETY: forwarded with the caller's guarantees.
+        let ptr = rust_call(mode, || unsafe {
+            if ZEROED {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        });
+        if !ptr.is_null() {
+            // Sites first: counting may copy the per-site bytes at a new high, which must
+            // already include this block.
+            if mode & RECORDING != 0 {
+                sites::on_alloc(ptr, layout.size());
+            }
+            counters::count(mode, Change::Alloc(layout.size()));
+        }
+        ptr
+    }
+
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn dealloc_tracked(&self, ptr: *mut u8, layout: Layout, mode: u8) {
+        let mode = counters::settle(mode);
+        counters::count(mode, Change::Free(layout.size()));
         // The entry goes before the block: once freed, another thread may get the same
         // address and enter it.
         if mode & TABLE_IN_USE != 0 {
@@ -96,10 +198,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
         rust_call(mode, || unsafe { self.inner.dealloc(ptr, layout) })
     }
 
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let mode = mode();
-        // As in `dealloc`: the old entry goes before `realloc` may free the old block.
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
+    #[inline(never)]
+    unsafe fn realloc_tracked(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        mode: u8,
+    ) -> *mut u8 {
+        let mode = counters::settle(mode);
+        // As in `dealloc_tracked`: the old entry goes before `realloc` may free the old
+        // block.
         let moved = (mode & TABLE_IN_USE != 0).then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
         let new = rust_call(mode, || unsafe {
@@ -114,14 +225,31 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
             if let Some(entry) = moved {
                 sites::on_realloc(entry, new, new_size);
             }
-            counters::on_realloc(layout.size(), new_size);
+            counters::count(
+                mode,
+                Change::Realloc {
+                    old: layout.size(),
+                    new: new_size,
+                },
+            );
         }
         new
     }
+
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn flush_then_dealloc(&self, ptr: *mut u8, layout: Layout) {
+        counters::flush_this_thread();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
 }
 
-/// What the allocator does beyond counting, as bits of one byte, so that each call
-/// tests them all with one load.
+/// What the allocator does beyond counting, as bits of one byte. Each thread keeps a
+/// copy beside its counters ([`counters::thread_mode`]), so that a call tests them all
+/// with one load of thread-local memory.
 static MODE: AtomicU8 = AtomicU8::new(0);
 /// Sites are being recorded: new blocks are tagged ([`sites::start`] to [`sites::stop`]).
 pub(crate) const RECORDING: u8 = 1;
@@ -137,13 +265,14 @@ pub(crate) fn mode() -> u8 {
     MODE.load(Relaxed)
 }
 
-/// Turns the `bits` of the mode on or off.
+/// Turns the `bits` of the mode on or off, in every thread's copy too.
 pub(crate) fn set_mode(bits: u8, on: bool) {
     if on {
         MODE.fetch_or(bits, SeqCst);
     } else {
         MODE.fetch_and(!bits, SeqCst);
     }
+    counters::copy_mode_to_threads();
 }
 
 /// Runs the inner allocator's `call`, marked as Rust's while jemalloc's hooks are
@@ -159,17 +288,12 @@ fn rust_call<T>(mode: u8, call: impl FnOnce() -> T) -> T {
     call()
 }
 
-/// Bookkeeping after a successful allocation of `size` bytes at `ptr`.
-#[inline(always)]
-fn allocated(mode: u8, ptr: *mut u8, size: usize) -> *mut u8 {
-    if !ptr.is_null() {
-        // Sites first: counting may copy the per-site bytes at a new high, which must
-        // already include this block.
-        if mode & RECORDING != 0 {
-            sites::on_alloc(ptr, size);
-        }
-        counters::on_alloc(size);
-    }
+/// Flushes this thread's counters and returns `ptr`: a tail call from the fast path,
+/// which then needs no register to keep `ptr` across the flush.
+#[cold]
+#[inline(never)]
+fn flush_returning(ptr: *mut u8) -> *mut u8 {
+    counters::flush_this_thread();
     ptr
 }
 
