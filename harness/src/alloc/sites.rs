@@ -192,17 +192,15 @@ pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
 }
 
 fn current_site() -> u32 {
-    let mut frames = Frames::new();
-    let hash = stack::capture(&mut frames);
-    site_of(&frames, hash, Heap::Rust)
+    stack::capture(|frames, hash| site_of(frames, hash, Heap::Rust))
 }
 
 /// The site of a captured stack: from this thread's cache when it saw the stack lately.
 #[inline(always)]
-fn site_of(frames: &Frames, hash: u64, heap: Heap) -> u32 {
+fn site_of(frames: &[usize], hash: u64, heap: Heap) -> u32 {
     match SITE_CACHE.with(|cache| cache.get(hash)) {
         Some(site) => site,
-        None => intern(frames.as_slice(), hash, heap),
+        None => intern(frames, hash, heap),
     }
 }
 
@@ -230,7 +228,7 @@ pub(crate) fn on_c_alloc(address: usize, size: usize) {
     };
     let mut frames = Frames::new();
     let hash = stack::capture_dwarf(&mut frames);
-    let site = site_of(&frames, hash, Heap::C);
+    let site = site_of(frames.as_slice(), hash, Heap::C);
     if site == NO_SITE {
         return; // Out of memory for bookkeeping: the block goes untracked.
     }

@@ -10,7 +10,7 @@
 //!
 //! [`detect`] walks the same stack both ways and keeps frame pointers only if they agree.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
@@ -48,11 +48,11 @@ pub(crate) fn detect() -> Method {
 
 #[inline(never)]
 fn frame_pointers_agree_with_dwarf() -> bool {
-    let mut by_fp = Frames::new();
-    walk_frame_pointers(&mut by_fp);
+    let mut by_fp = Walk::new();
+    by_fp.walk(frame_pointer());
     let mut by_dwarf = Frames::new();
     unwind_dwarf(&mut by_dwarf);
-    let (by_fp, by_dwarf) = (by_fp.as_slice(), by_dwarf.as_slice());
+    let (by_fp, by_dwarf) = (by_fp.frames(), by_dwarf.as_slice());
     if by_fp.len() < 4 {
         return false;
     }
@@ -108,15 +108,26 @@ impl Frames {
     }
 }
 
-/// Captures the current stack into `frames` and returns its [`StackHash`]. The caller
-/// owns the buffer, so it is neither zeroed nor moved.
+/// Captures the current stack and passes its frames and [`StackHash`] to `use_stack`.
+/// The caller must hold the [`ReentrancyGuard`](super::ReentrancyGuard): a frame-pointer
+/// capture works in this thread's [`Walk`].
 #[inline(always)]
-pub(crate) fn capture(frames: &mut Frames) -> u64 {
+pub(crate) fn capture<R>(use_stack: impl FnOnce(&[usize], u64) -> R) -> R {
     if METHOD.load(Relaxed) == FRAME_POINTERS {
-        walk_frame_pointers(frames).finish(frames.len)
+        let fp = frame_pointer();
+        LAST_WALK.with(|walk| {
+            // SAFETY: only this thread reaches its `LAST_WALK`, and only here, where the
+            // reentrancy guard keeps a second capture from starting inside this one.
+            let walk = unsafe { &mut *walk.get() };
+            if !walk.replays(fp) {
+                walk.walk(fp);
+            }
+            use_stack(walk.frames(), walk.hash)
+        })
     } else {
-        unwind_dwarf(frames);
-        StackHash::of(frames.as_slice())
+        let mut frames = Frames::new();
+        unwind_dwarf(&mut frames);
+        use_stack(frames.as_slice(), StackHash::of(frames.as_slice()))
     }
 }
 
@@ -196,6 +207,7 @@ fn unwind_dwarf(frames: &mut Frames) {
 
 thread_local! {
     static STACK_BOUNDS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static LAST_WALK: UnsafeCell<Walk> = const { UnsafeCell::new(Walk::new()) };
 }
 
 /// The current thread's stack as `[low, high)`, cached per thread.
@@ -262,49 +274,189 @@ fn frame_pointer() -> usize {
     fp
 }
 
-/// Follows saved frame pointers into `frames`, hashing as it goes. Every frame pointer
-/// is checked to be aligned, inside this thread's stack and above the previous one
-/// before it is read, so a broken chain (code without frame pointers) ends the walk
-/// instead of reading wild memory.
-#[inline(always)]
-fn walk_frame_pointers(frames: &mut Frames) -> StackHash {
-    const RECORD: usize = 2 * size_of::<usize>();
-    const ALIGN_BITS: u32 = size_of::<usize>().trailing_zeros();
-    let (low, high) = stack_bounds();
-    let low = low.next_multiple_of(size_of::<usize>());
-    let mut hash = StackHash::new();
-    // Unknown bounds are (0, 0): no walk.
-    let Some(span) = high.saturating_sub(low).checked_sub(RECORD) else {
-        return hash;
-    };
-    // One comparison per frame checks both bounds and the alignment: `fp - low` wraps
-    // when `fp < low`, and rotating it moves a misaligned remainder into the top bits.
-    let limit = span >> ALIGN_BITS;
-    let mut fp = frame_pointer();
-    // The length stays in a register: through `frames`, each store of a frame might
-    // alias it, and the walk would wait on memory for every frame.
-    let buf = frames.buf.as_mut_ptr().cast::<usize>();
-    let mut len = 0;
-    while len < DEPTH && fp.wrapping_sub(low).rotate_right(ALIGN_BITS) <= limit {
-        // SAFETY: `fp..fp + 16` lies inside this thread's mapped stack (checked above),
-        // and the frame record there is two machine words: saved fp, return address.
-        let (next, ret) = unsafe {
-            let record = fp as *const usize;
-            // Volatile: these words belong to other frames, not to any Rust object.
-            (record.read_volatile(), record.add(1).read_volatile())
-        };
-        if ret == 0 {
-            break;
+/// A frame-pointer walk: the return addresses it collected and the frame pointers it
+/// read. Each thread keeps its last one, so that the next capture can first check whether
+/// the stack is still the same, as it is for an allocation in a loop.
+///
+/// A walk is a chain of dependent loads: each frame's address is read from the frame
+/// before, so every frame waits for the last. [`Walk::replays`] reads the same words from
+/// addresses it already knows, so its loads run side by side.
+pub(crate) struct Walk {
+    len: usize,
+    /// Return addresses, innermost first; `len` of them are the walk's.
+    returns: [usize; DEPTH],
+    /// `records[i]` is where frame `i`'s record (saved frame pointer, return address)
+    /// lies; `records[len]` is the saved frame pointer the walk stopped at.
+    records: [usize; DEPTH + 1],
+    /// The walk stopped because the record at `records[len]` had no return address.
+    ended_at_null_return: bool,
+    hash: u64,
+}
+
+impl Walk {
+    const fn new() -> Self {
+        Self {
+            len: 0,
+            returns: [0; DEPTH],
+            records: [0; DEPTH + 1],
+            ended_at_null_return: false,
+            hash: 0,
         }
-        // SAFETY: `len < DEPTH`: the slot is inside the buffer.
-        unsafe { buf.add(len).write(ret) };
-        hash.add(len, ret);
-        len += 1;
-        if next <= fp {
-            break;
-        }
-        fp = next;
     }
-    frames.len = len;
-    hash
+
+    /// The frames walked.
+    pub(crate) fn frames(&self) -> &[usize] {
+        &self.returns[..self.len]
+    }
+
+    /// Whether a walk from `fp` now would read the same words as this one did, and so
+    /// return the same frames. The stack bounds are the thread's, as they were.
+    #[inline(always)]
+    fn replays(&self, fp: usize) -> bool {
+        let len = self.len;
+        if len == 0 || fp != self.records[0] {
+            return false;
+        }
+        let mut same = true;
+        // No early exit: the loop's loads do not wait for its comparisons.
+        for (records, &expected) in self.records[..=len].windows(2).zip(&self.returns[..len]) {
+            // SAFETY: the walk checked `records[0]` to be inside this thread's stack,
+            // which stays mapped as long as the thread lives.
+            let (next, ret) = unsafe { read_record(records[0]) };
+            same &= (next == records[1]) & (ret == expected);
+        }
+        if self.ended_at_null_return {
+            // SAFETY: as above; the walk read this record too.
+            same &= unsafe { read_record(self.records[len]) }.1 == 0;
+        }
+        same
+    }
+
+    /// Follows saved frame pointers from `fp`, hashing as it goes. Every frame pointer
+    /// is checked to be aligned, inside this thread's stack and above the previous one
+    /// before it is read, so a broken chain (code without frame pointers) ends the walk
+    /// instead of reading wild memory.
+    #[inline(always)]
+    fn walk(&mut self, mut fp: usize) {
+        const RECORD: usize = 2 * size_of::<usize>();
+        const ALIGN_BITS: u32 = size_of::<usize>().trailing_zeros();
+        let (low, high) = stack_bounds();
+        let low = low.next_multiple_of(size_of::<usize>());
+        let mut hash = StackHash::new();
+        // The length stays in a register: through `self`, each store of a frame might
+        // alias it, and the walk would wait on memory for every frame.
+        let mut len = 0;
+        self.ended_at_null_return = false;
+        // Unknown bounds are (0, 0): no walk.
+        if let Some(span) = high.saturating_sub(low).checked_sub(RECORD) {
+            // One comparison per frame checks both bounds and the alignment: `fp - low`
+            // wraps when `fp < low`, and rotating it moves a misaligned remainder into
+            // the top bits.
+            let limit = span >> ALIGN_BITS;
+            while len < DEPTH && fp.wrapping_sub(low).rotate_right(ALIGN_BITS) <= limit {
+                // SAFETY: `fp..fp + 16` lies inside this thread's mapped stack (checked
+                // above).
+                let (next, ret) = unsafe { read_record(fp) };
+                self.records[len] = fp;
+                if ret == 0 {
+                    self.ended_at_null_return = true;
+                    break;
+                }
+                self.returns[len] = ret;
+                hash.add(len, ret);
+                len += 1;
+                if next <= fp {
+                    fp = next;
+                    break;
+                }
+                fp = next;
+            }
+        }
+        self.records[len] = fp;
+        self.len = len;
+        self.hash = hash.finish(len);
+    }
+}
+
+/// Reads the frame record at `fp`: the saved frame pointer and the return address.
+///
+/// # Safety
+/// `fp..fp + 16` must be mapped, readable memory.
+#[inline(always)]
+unsafe fn read_record(fp: usize) -> (usize, usize) {
+    let record = fp as *const usize;
+    // SAFETY: the caller's. Volatile: these words belong to other frames, not to any
+    // Rust object.
+    unsafe { (record.read_volatile(), record.add(1).read_volatile()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hint::black_box;
+
+    /// Captures this thread's stack into `last` as `capture` does, checks the result
+    /// against a fresh walk, and says whether it replayed `last`.
+    #[inline(never)]
+    fn capture_into(last: &mut Walk) -> bool {
+        let fp = frame_pointer();
+        let replayed = last.replays(fp);
+        if !replayed {
+            last.walk(fp);
+        }
+        let mut fresh = Walk::new();
+        fresh.walk(fp);
+        assert!(fresh.len > 2, "the walk found {} frames", fresh.len);
+        assert_eq!(last.frames(), fresh.frames());
+        assert_eq!(last.hash, fresh.hash);
+        replayed
+    }
+
+    #[inline(never)]
+    fn nested(depth: usize, last: &mut Walk) -> bool {
+        // `black_box` keeps each level a real frame: no tail call, no inlining.
+        if depth == 0 {
+            black_box(capture_into(last))
+        } else {
+            black_box(nested(black_box(depth - 1), last))
+        }
+    }
+
+    #[inline(never)]
+    fn through_first(last: &mut Walk) -> bool {
+        black_box(capture_into(black_box(last)))
+    }
+
+    #[inline(never)]
+    fn through_second(last: &mut Walk) -> bool {
+        // Not `through_first`'s body, or the two could be merged into one function.
+        black_box(capture_into(black_box(last))) | black_box(false)
+    }
+
+    #[test]
+    fn a_walk_is_replayed_only_while_the_stack_is_the_same() {
+        let mut last = Walk::new();
+        // Each call from the same place in a loop: the return addresses into this test
+        // are the same too.
+        let replays: Vec<bool> = (0..3).map(|_| nested(3, &mut last)).collect();
+        assert_eq!(replays, [false, true, true]);
+        let replays: Vec<bool> = (0..2).map(|_| nested(4, &mut last)).collect();
+        assert_eq!(replays, [false, true], "one frame deeper");
+
+        let calls: [fn(&mut Walk) -> bool; 4] =
+            [through_first, through_first, through_second, through_second];
+        let mut starts = Vec::new();
+        let replays: Vec<bool> = calls
+            .iter()
+            .map(|call| {
+                let replayed = call(&mut last);
+                starts.push(last.records[0]);
+                replayed
+            })
+            .collect();
+        assert_eq!(replays, [false, true, false, true]);
+        // The same depth and frame sizes put the captures at the same frame address:
+        // the third call walked afresh because a return address it read differed.
+        assert_eq!(starts[1], starts[2]);
+    }
 }
