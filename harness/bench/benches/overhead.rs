@@ -2,10 +2,12 @@
 //!
 //! `cargo bench -p leakgate-bench` runs each workload binary in its own process,
 //! interleaving the allocators round by round so that drift on a noisy machine hits all
-//! of them alike. Each process reports its fastest repeat (5 of `map`; 25 of `varied`,
-//! whose repeats take a few milliseconds, so one quiet one is rarer); the figure is the
-//! fastest over the rounds (the run least disturbed by the rest of a shared machine),
-//! printed with its ratio to raw jemalloc.
+//! of them alike, each round starting with the next allocator. Each process reports its fastest repeat (5 of `map`; 25 of `varied`,
+//! whose repeats take a few milliseconds, so one quiet one is rarer). Two figures per
+//! allocator: the fastest over the rounds (the run least disturbed by the rest of a
+//! shared machine) with its ratio to raw jemalloc's fastest, and the median over the
+//! rounds of the ratio to raw jemalloc in the same round, which a lucky round of either
+//! side cannot move.
 //!
 //! "sites + C" also installs jemalloc's hooks, as a scenario does while C heap sites are
 //! recorded: on the Rust workloads it shows what the hooks cost Rust's allocations; on
@@ -95,9 +97,12 @@ fn measure(workload: &str) {
     for threads in [1, 2] {
         let mut best: Vec<Vec<u128>> = vec![Vec::new(); VARIANTS.len()];
         let mut extras = vec![String::new(); VARIANTS.len()];
-        for _ in 0..ROUNDS {
-            for (i, (_, exe)) in VARIANTS.iter().enumerate() {
-                let (fastest, extra) = run(exe, workload, threads);
+        for round in 0..ROUNDS {
+            // Each round starts with the next allocator: the process after dhat-rs (which
+            // leaves the machine's memory churned) is a different one every round.
+            for k in 0..VARIANTS.len() {
+                let i = (round + k) % VARIANTS.len();
+                let (fastest, extra) = run(VARIANTS[i].1, workload, threads);
                 best[i].push(fastest);
                 extras[i] = extra;
             }
@@ -107,16 +112,29 @@ fn measure(workload: &str) {
             .map(|v| v.iter().copied().min().unwrap_or(0))
             .collect();
         println!(
-            "\n{threads} thread(s), fastest of {ROUNDS} rounds × {} repeats (dhat-rs: 5):",
+            "\n{threads} thread(s), fastest of {ROUNDS} rounds × {} repeats (dhat-rs: 5), \
+             and the median of the rounds' ratios:",
             repeats(workload, "")
         );
         for (i, (name, _)) in VARIANTS.iter().enumerate() {
             println!(
-                "  {name:<26} {:>9.2} ms  {:>6.2}× raw jemalloc  {}",
+                "  {name:<26} {:>9.2} ms  {:>6.2}× raw jemalloc  median {:>6.2}×  {}",
                 figures[i] as f64 / 1e6,
                 figures[i] as f64 / figures[0] as f64,
+                median_ratio(&best[i], &best[0]),
                 extras[i]
             );
         }
     }
+}
+
+/// The median over the rounds of `times[round] / base[round]`.
+fn median_ratio(times: &[u128], base: &[u128]) -> f64 {
+    let mut ratios: Vec<f64> = times
+        .iter()
+        .zip(base)
+        .map(|(&time, &base)| time as f64 / base as f64)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }
