@@ -198,15 +198,7 @@ impl Drop for Unregister {
             registry.unlink(counters);
             counters.mode.store(COUNTS_SHARED, Relaxed);
             // Under the lock, so a reader sees the counts either here or there, once.
-            SHARED
-                .net_bytes
-                .fetch_add(counters.net_bytes.load(Relaxed), Relaxed);
-            SHARED
-                .allocations
-                .fetch_add(counters.allocations.load(Relaxed), Relaxed);
-            SHARED
-                .frees
-                .fetch_add(counters.frees.load(Relaxed), Relaxed);
+            fold_into_shared(counters);
             drop(registry);
             // The residue must reach the global counter, or the peak drifts.
             counters.flush();
@@ -227,7 +219,9 @@ pub(crate) enum Change {
 /// [`settle`] and counts with [`count`].
 #[inline(always)]
 pub(crate) fn thread_mode() -> u8 {
-    THIS_THREAD.with(|counters| counters.mode.load(Relaxed))
+    // Acquire, paired with the copies' Release: see `copy_mode_to_threads`. A plain load
+    // on x86.
+    THIS_THREAD.with(|counters| counters.mode.load(Acquire))
 }
 
 /// Counts `change` in this thread's counters, which must be registered (its
@@ -308,15 +302,67 @@ fn register() {
         registry.head = counters;
         // Under the lock: a concurrent `copy_mode_to_threads` either sees this thread
         // or has already changed the mode this copies.
-        counters.mode.store(super::mode(), Relaxed);
+        counters.mode.store(super::mode(), Release);
+        drop(registry);
+        FORK_HANDLER.call_once(|| {
+            // SAFETY: registers a handler that the child of a `fork` runs with one thread.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_other_threads)) };
+        });
     });
 }
 
-/// Copies the allocator's mode into every registered thread's counters.
+/// Registers [`forget_other_threads`] once per process.
+static FORK_HANDLER: std::sync::Once = std::sync::Once::new();
+
+/// Runs in the child of a `fork`, which has only the forking thread: the other threads'
+/// counters stay in the registry, and one of them may have held its lock. Their counts
+/// move to the shared counters (their blocks are in the child's heap too), and the
+/// registry keeps only this thread's; otherwise a thread the child starts later, whose
+/// thread-local storage may reuse a dead thread's stack, would link its counters twice.
+extern "C" fn forget_other_threads() {
+    // SAFETY: in the child of a fork only this thread runs.
+    unsafe { REGISTRY.unlock_after_fork() };
+    let mut registry = REGISTRY.lock();
+    let this: *const ThreadCounters = THIS_THREAD.with(std::ptr::from_ref);
+    let mut node = std::mem::replace(&mut registry.head, std::ptr::null());
+    // SAFETY: the dead threads' thread-locals are still mapped in the child (the fork
+    // copied them, and nothing has reused them yet).
+    while let Some(counters) = unsafe { node.as_ref() } {
+        node = counters.next.load(Relaxed);
+        if std::ptr::eq(counters, this) {
+            counters.next.store(std::ptr::null_mut(), Relaxed);
+            registry.head = this;
+        } else {
+            fold_into_shared(counters);
+            let unflushed = counters
+                .net_bytes
+                .load(Relaxed)
+                .wrapping_sub(counters.flush_below.load(Relaxed).wrapping_add(FLUSH_BYTES));
+            LIVE_FLUSHED.fetch_add(unflushed, Relaxed);
+        }
+    }
+}
+
+/// Adds a thread's counts to the shared counters, as it leaves the registry.
+fn fold_into_shared(counters: &ThreadCounters) {
+    SHARED
+        .net_bytes
+        .fetch_add(counters.net_bytes.load(Relaxed), Relaxed);
+    SHARED
+        .allocations
+        .fetch_add(counters.allocations.load(Relaxed), Relaxed);
+    SHARED
+        .frees
+        .fetch_add(counters.frees.load(Relaxed), Relaxed);
+}
+
+/// Copies the allocator's mode into every registered thread's counters, one after
+/// another. Release: a thread that sees this copy sees every copy stored before it, so a
+/// mode turned on in two steps (`sites::start`) reaches each thread in that order.
 pub(crate) fn copy_mode_to_threads() {
     let registry = REGISTRY.lock();
     let mode = super::mode();
-    registry.for_each(|counters| counters.mode.store(mode, Relaxed));
+    registry.for_each(|counters| counters.mode.store(mode, Release));
 }
 
 /// Adds `amount` to the global live counter and raises the peak with it.
@@ -382,6 +428,7 @@ pub(crate) fn reset_peak() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     /// The counters as the allocator moves them, by direct calls: the unit tests' own
     /// global allocator is not `TrackingAlloc`, so nothing else counts here. One test, so
@@ -390,7 +437,8 @@ mod tests {
     fn threads_register_count_and_leave_their_counts_behind() {
         let before = heap_stats();
         let flushed_before = LIVE_FLUSHED.load(Relaxed);
-        let (while_running, flushed_while_running) = std::thread::spawn(|| {
+        let big = 3 * FLUSH_BYTES as usize;
+        let (while_running, flushed_while_running) = std::thread::spawn(move || {
             assert_ne!(
                 thread_mode() & UNREGISTERED,
                 0,
@@ -403,32 +451,36 @@ mod tests {
                 "the first slow-path call registers the thread"
             );
             // More than a flush's worth: the global live counter sees it at once.
-            count(mode, Change::Alloc(3 * FLUSH_BYTES as usize));
+            count(mode, Change::Alloc(big));
+            // Less than a flush's worth: it stays with the thread until it exits.
             count(mode, Change::Alloc(100));
             count(mode, Change::Realloc { old: 100, new: 40 });
-            count(mode, Change::Free(40));
             (heap_stats(), LIVE_FLUSHED.load(Relaxed))
         })
         .join()
         .expect("the counting thread panicked");
         let after = heap_stats();
 
-        let grown = 3 * FLUSH_BYTES as u64;
-        assert_eq!(while_running.live_bytes - before.live_bytes, grown);
-        assert_eq!(while_running.live_blocks - before.live_blocks, 1);
+        assert_eq!(
+            while_running.live_bytes - before.live_bytes,
+            big as u64 + 40
+        );
+        assert_eq!(while_running.live_blocks - before.live_blocks, 2);
         assert_eq!(while_running.allocations - before.allocations, 3);
-        assert_eq!(flushed_while_running - flushed_before, grown as i64);
-        // The thread has exited: its counts moved to the shared counters, unchanged.
+        assert_eq!(flushed_while_running - flushed_before, big as i64);
+        // The thread has exited: its counts moved to the shared counters, unchanged, and
+        // its unflushed 40 bytes reached the global live counter.
         assert_eq!(after.live_bytes, while_running.live_bytes);
         assert_eq!(after.live_blocks, while_running.live_blocks);
         assert_eq!(after.allocations, while_running.allocations);
-        assert_eq!(LIVE_FLUSHED.load(Relaxed), flushed_while_running);
+        assert_eq!(LIVE_FLUSHED.load(Relaxed) - flushed_before, big as i64 + 40);
 
         // A thread that frees what another allocated has negative net bytes; the sum
         // is still right, and so is the count after it has gone.
-        std::thread::spawn(|| {
+        std::thread::spawn(move || {
             let mode = settle(thread_mode());
-            count(mode, Change::Free(3 * FLUSH_BYTES as usize));
+            count(mode, Change::Free(big));
+            count(mode, Change::Free(40));
         })
         .join()
         .expect("the freeing thread panicked");
@@ -436,5 +488,95 @@ mod tests {
         assert_eq!(freed.live_bytes, before.live_bytes);
         assert_eq!(freed.live_blocks, before.live_blocks);
         assert_eq!(LIVE_FLUSHED.load(Relaxed), flushed_before);
+    }
+
+    /// A child forked while another thread held the registry's lock can still read the
+    /// counters, and its registry holds only the thread that forked.
+    #[test]
+    fn a_forked_child_keeps_only_its_own_thread() {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+        // Registered before this thread, and after it: the child must keep this one
+        // whatever its place in the list.
+        let registered = |hold_lock: bool| {
+            let (ready_tx, release_rx) = (ready_tx.clone(), release_rx.clone());
+            std::thread::spawn(move || {
+                let _ = settle(thread_mode());
+                let registry = hold_lock.then(|| REGISTRY.lock());
+                ready_tx.send(()).expect("the test waits");
+                // Until the parent has forked.
+                let _ = release_rx.lock().map(|release| release.recv());
+                drop(registry);
+            })
+        };
+        let older = registered(false);
+        ready_rx.recv().expect("the older thread registers");
+        let _ = settle(thread_mode());
+        let holder = registered(true);
+        ready_rx.recv().expect("the holder locks");
+        // SAFETY: the child only reads the counters and leaves with `_exit`, running no
+        // destructor and no other thread's code.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match REGISTRY.try_lock() {
+                None => 2,
+                Some(registry) => {
+                    let this: *const ThreadCounters = THIS_THREAD.with(std::ptr::from_ref);
+                    let mut others = 0;
+                    let mut found_this = false;
+                    registry.for_each(|counters| {
+                        if std::ptr::eq(counters, this) {
+                            found_this = true;
+                        } else {
+                            others += 1;
+                        }
+                    });
+                    drop(registry);
+                    heap_stats();
+                    i32::from(!found_this || others != 0)
+                }
+            };
+            // SAFETY: ends the child at once, as a forked child of a threaded process must.
+            unsafe { libc::_exit(code) };
+        }
+        for _ in 0..2 {
+            release_tx.send(()).expect("a registered thread waits");
+        }
+        holder.join().expect("the holder panicked");
+        older.join().expect("the older thread panicked");
+        assert!(pid > 0, "fork failed");
+        let status = wait_briefly(pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child exited with {status:#x}: 2 if the registry stayed locked, 1 if it kept \
+             other threads or lost this one"
+        );
+    }
+
+    /// The child's wait status; kills it, and fails, if it has not exited within 30 s.
+    fn wait_briefly(pid: libc::pid_t) -> libc::c_int {
+        let start = std::time::Instant::now();
+        let mut status = 0;
+        loop {
+            // SAFETY: polls the child just forked; `status` is a valid out-parameter.
+            match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+                0 if start.elapsed() < std::time::Duration::from_secs(30) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                0 => {
+                    // SAFETY: kills and reaps the child this test forked.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                    panic!("the forked child hung: the registry's lock was never released");
+                }
+                reaped => {
+                    assert_eq!(reaped, pid, "waitpid failed");
+                    return status;
+                }
+            }
+        }
     }
 }

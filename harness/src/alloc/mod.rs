@@ -29,7 +29,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{
     AtomicU8,
-    Ordering::{Relaxed, SeqCst},
+    Ordering::{Acquire, SeqCst},
 };
 
 use counters::Change;
@@ -262,7 +262,9 @@ pub(crate) const C_HOOKS: u8 = 4;
 /// The current mode bits.
 #[inline(always)]
 pub(crate) fn mode() -> u8 {
-    MODE.load(Relaxed)
+    // Acquire: threads that read the mode here (new ones, leaving ones) see the copies
+    // stored before it, as the others do (see `counters::copy_mode_to_threads`).
+    MODE.load(Acquire)
 }
 
 /// Turns the `bits` of the mode on or off, in every thread's copy too.

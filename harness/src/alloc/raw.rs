@@ -59,6 +59,18 @@ impl<T> SpinLock<T> {
     }
 }
 
+impl<T> SpinLock<T> {
+    /// Releases the lock, whoever holds it: for the child of a `fork`, where the holder
+    /// may have been a thread that the fork did not copy, which will never release it.
+    ///
+    /// # Safety
+    /// No running thread may hold the lock (in a child just forked, only its one thread
+    /// runs).
+    pub(crate) unsafe fn unlock_after_fork(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
 }

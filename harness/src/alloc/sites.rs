@@ -60,7 +60,11 @@ pub fn start(iteration: u32) -> stack::Method {
     SHADOW.clear();
     SHADOW_DECLINED.store(false, Relaxed);
     ITERATION.store(iteration, Relaxed);
-    set_mode(TABLE_IN_USE | RECORDING, true);
+    // Frees look for entries everywhere before any thread makes one: a block tagged on
+    // one thread and freed on another must not leave its tag behind. Each thread gets
+    // its copy of the mode in turn, so one step would not ensure it.
+    set_mode(TABLE_IN_USE, true);
+    set_mode(RECORDING, true);
     method
 }
 
