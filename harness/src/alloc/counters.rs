@@ -97,6 +97,18 @@ impl ThreadCounters {
         }
     }
 
+    /// Takes back `change`, applied by a call that then failed.
+    fn revert(&self, change: Change) {
+        let (allocations, frees, bytes) = change.counts();
+        self.allocations.store(
+            self.allocations.load(Relaxed).wrapping_sub(allocations),
+            Release,
+        );
+        self.frees
+            .store(self.frees.load(Relaxed).wrapping_sub(frees), Release);
+        add(&self.net_bytes, bytes.wrapping_neg());
+    }
+
     /// Folds the net change since the last flush into the global live counter.
     fn flush(&self) {
         let net_bytes = self.net_bytes.load(Relaxed);
@@ -214,6 +226,17 @@ pub(crate) enum Change {
     Realloc { old: usize, new: usize },
 }
 
+impl Change {
+    /// The allocations, frees and net bytes the change adds.
+    fn counts(self) -> (u64, u64, i64) {
+        match self {
+            Change::Alloc(size) => (1, 0, size as i64),
+            Change::Free(size) => (0, 1, -(size as i64)),
+            Change::Realloc { old, new } => (1, 1, new as i64 - old as i64),
+        }
+    }
+}
+
 /// This thread's copy of the allocator's mode: zero when the call needs nothing but
 /// [`count_registered`]; otherwise it takes the slow path, which passes the copy through
 /// [`settle`] and counts with [`count`].
@@ -229,6 +252,23 @@ pub(crate) fn thread_mode() -> u8 {
 #[inline(always)]
 pub(crate) fn count_registered(change: Change) -> bool {
     THIS_THREAD.with(|counters| counters.apply(change))
+}
+
+/// Takes back `change`, which [`count_registered`] counted for a call that then failed.
+pub(crate) fn uncount(change: Change) {
+    THIS_THREAD.with(|counters| counters.revert(change));
+}
+
+/// This thread's net bytes, allocations and frees, for tests of the allocator's calls.
+#[cfg(test)]
+pub(crate) fn this_thread_counts() -> (i64, u64, u64) {
+    THIS_THREAD.with(|counters| {
+        (
+            counters.net_bytes.load(Relaxed),
+            counters.allocations.load(Relaxed),
+            counters.frees.load(Relaxed),
+        )
+    })
 }
 
 /// Folds this thread's net change into the global peak counter.
@@ -267,11 +307,7 @@ fn settle_unregistered(copy: u8) -> u8 {
 #[inline(always)]
 pub(crate) fn count(mode: u8, change: Change) {
     if mode & COUNTS_SHARED != 0 {
-        let (allocations, frees, bytes) = match change {
-            Change::Alloc(size) => (1, 0, size as i64),
-            Change::Free(size) => (0, 1, -(size as i64)),
-            Change::Realloc { old, new } => (1, 1, new as i64 - old as i64),
-        };
+        let (allocations, frees, bytes) = change.counts();
         count_shared(allocations, frees, bytes);
     } else if count_registered(change) {
         flush_this_thread();

@@ -1,15 +1,15 @@
 //! [`TrackingAlloc`]: the global allocator that counts every allocation and, during
 //! measured iterations, remembers where each live block came from.
 //!
-//! Fast path (always on): one load of this thread's mode copy; when it is zero, forward
-//! to the inner allocator and update this thread's counters: no lock, no allocation, no
-//! backtrace, no call beyond the inner allocator's. Otherwise a slow path, out of line,
-//! does the site bookkeeping.
+//! Fast path (always on): one load of this thread's mode copy; when it is zero, update
+//! this thread's counters and jump to the inner allocator: no lock, no allocation, no
+//! backtrace, no call beyond the inner allocator's, and no stack frame. Otherwise a slow
+//! path, out of line, does the site bookkeeping.
 //!
 //! ```text
 //!              alloc                               dealloc
-//!   thread mode 0? ─▶ inner.alloc,          thread mode 0? ─▶ count, inner.dealloc
-//!                     count                 else: count,
+//!   thread mode 0? ─▶ count, inner.alloc    thread mode 0? ─▶ count, inner.dealloc
+//!                                           else: count,
 //!   else: inner.alloc (marked if C hooks),        table in use? ─▶ sites::on_dealloc
 //!         recording? ─▶ sites::on_alloc           inner.dealloc
 //!         (stack → site id → shadow or
@@ -73,24 +73,14 @@ impl<A> TrackingAlloc<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let mode = counters::thread_mode();
-        if mode != 0 {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_tracked::<false>(layout, mode) };
-        }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.alloc_counted::<false>(layout) }
+        unsafe { self.alloc_maybe_zeroed::<false>(layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let mode = counters::thread_mode();
-        if mode != 0 {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_tracked::<true>(layout, mode) };
-        }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.alloc_counted::<true>(layout) }
+        unsafe { self.alloc_maybe_zeroed::<true>(layout) }
     }
 
     #[inline]
@@ -116,44 +106,82 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
             // SAFETY: forwarded with the caller's guarantees.
             return unsafe { self.realloc_tracked(ptr, layout, new_size, mode) };
         }
-        // SAFETY: forwarded with the caller's guarantees.
-        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if !new.is_null()
-            && counters::count_registered(Change::Realloc {
-                old: layout.size(),
-                new: new_size,
-            })
-        {
-            return flush_returning(new);
+        let change = Change::Realloc {
+            old: layout.size(),
+            new: new_size,
+        };
+        if counters::count_registered(change) {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.realloc_then_flush(ptr, layout, new_size) };
         }
-        new
+        // SAFETY: forwarded with the caller's guarantees. Counted before, so a tail call
+        // (see `alloc_maybe_zeroed`).
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
     }
 }
 
-/// The two ways of an allocation, each out of line: `alloc` itself then saves no register
-/// and reaches either by a tail call, so neither pays for the other's registers and a
-/// captured stack has no frame more.
+/// The fast path, and the slow paths out of line: each call reaches the inner allocator
+/// or a slow path by a tail call, so it saves no register, and a captured stack has no
+/// frame more.
 ///
-/// The slow paths are for a thread whose mode copy is not zero: sites are recorded, C
-/// hooks are installed, or its counters are not registered.
+/// The slow paths are for a thread whose mode copy is not zero (sites are recorded, C
+/// hooks are installed, or its counters are not registered) and for a flush.
 impl<A: GlobalAlloc> TrackingAlloc<A> {
-    /// Allocates, zeroed if `ZEROED`, and counts the block in this thread's counters.
+    /// `alloc` or `alloc_zeroed`. The fast path counts the block before the inner
+    /// allocator runs, so that it ends in a tail call and keeps nothing across it. A call
+    /// that crosses the flush bound (every call of twice [`counters::FLUSH_BYTES`] or more,
+    /// and some smaller ones) takes [`Self::alloc_then_flush`] instead, which uncounts a
+    /// failure; a smaller failed allocation stays counted (jemalloc fails one only when
+    /// the system is out of memory, and Rust then aborts unless the caller used
+    /// `try_reserve`).
     ///
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
-    #[inline(never)]
-    unsafe fn alloc_counted<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+    #[inline(always)]
+    unsafe fn alloc_maybe_zeroed<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        let mode = counters::thread_mode();
+        if mode != 0 {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.alloc_tracked::<ZEROED>(layout, mode) };
+        }
+        if counters::count_registered(Change::Alloc(layout.size())) {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.alloc_then_flush::<ZEROED>(layout) };
+        }
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = unsafe {
+        unsafe { self.inner_alloc::<ZEROED>(layout) }
+    }
+
+    /// The inner allocator's `alloc`, or `alloc_zeroed` if `ZEROED`.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[inline(always)]
+    unsafe fn inner_alloc<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe {
             if ZEROED {
                 self.inner.alloc_zeroed(layout)
             } else {
                 self.inner.alloc(layout)
             }
-        };
-        if !ptr.is_null() && counters::count_registered(Change::Alloc(layout.size())) {
-            return flush_returning(ptr);
         }
+    }
+
+    /// Allocates a block already counted, uncounts it if the allocation fails, and
+    /// flushes this thread's counters.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_then_flush<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let ptr = unsafe { self.inner_alloc::<ZEROED>(layout) };
+        if ptr.is_null() {
+            counters::uncount(Change::Alloc(layout.size()));
+        }
+        counters::flush_this_thread();
         ptr
     }
 
@@ -165,13 +193,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     unsafe fn alloc_tracked<const ZEROED: bool>(&self, layout: Layout, mode: u8) -> *mut u8 {
         let mode = counters::settle(mode);
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = rust_call(mode, || unsafe {
-            if ZEROED {
-                self.inner.alloc_zeroed(layout)
-            } else {
-                self.inner.alloc(layout)
-            }
-        });
+        let ptr = rust_call(mode, || unsafe { self.inner_alloc::<ZEROED>(layout) });
         if !ptr.is_null() {
             // Sites first: counting may copy the per-site bytes at a new high, which must
             // already include this block.
@@ -236,6 +258,26 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
         new
     }
 
+    /// Reallocates, with the change already counted; uncounts it if the reallocation
+    /// fails, and flushes this thread's counters.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_then_flush(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if new.is_null() {
+            counters::uncount(Change::Realloc {
+                old: layout.size(),
+                new: new_size,
+            });
+        }
+        counters::flush_this_thread();
+        new
+    }
+
     /// # Safety
     /// As [`GlobalAlloc::dealloc`].
     #[cold]
@@ -290,15 +332,6 @@ fn rust_call<T>(mode: u8, call: impl FnOnce() -> T) -> T {
     call()
 }
 
-/// Flushes this thread's counters and returns `ptr`: a tail call from the fast path,
-/// which then needs no register to keep `ptr` across the flush.
-#[cold]
-#[inline(never)]
-fn flush_returning(ptr: *mut u8) -> *mut u8 {
-    counters::flush_this_thread();
-    ptr
-}
-
 thread_local! {
     static INSIDE_TRACKER: Cell<bool> = const { Cell::new(false) };
 }
@@ -337,6 +370,34 @@ impl Drop for ReentrancyGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path counts before the inner allocator runs: a call that fails must be
+    /// taken back. Run on a thread of its own, so that only this test's calls count in
+    /// its counters.
+    #[test]
+    fn a_failed_allocation_or_reallocation_is_not_counted() {
+        std::thread::spawn(|| {
+            let alloc = TrackingAlloc::new(std::alloc::System);
+            let small = Layout::new::<u64>();
+            // More than the system allocator can give, so it fails.
+            let huge = Layout::from_size_align(isize::MAX as usize / 2, 8).expect("valid");
+            // SAFETY: `small` has a non-zero size; every block is freed with its layout.
+            unsafe {
+                // The thread's first call registers its counters.
+                alloc.dealloc(alloc.alloc(small), small);
+                assert_eq!(counters::thread_mode(), 0, "the fast path is not in use");
+                let block = alloc.alloc(small);
+                let before = counters::this_thread_counts();
+                assert!(alloc.alloc(huge).is_null());
+                assert!(alloc.alloc_zeroed(huge).is_null());
+                assert!(alloc.realloc(block, small, huge.size()).is_null());
+                assert_eq!(counters::this_thread_counts(), before);
+                alloc.dealloc(block, small);
+            }
+        })
+        .join()
+        .expect("the allocating thread panicked");
+    }
 
     #[test]
     fn a_nested_guard_leaves_the_outer_one_in_force() {
