@@ -8,6 +8,9 @@
 #   PROFILE_ARGS         extra cargo arguments, such as --release
 #   PARTITION            with nextest, run one shard: count:K/N (see ci/merge-shards.sh)
 #   LEAKGATE_BASELINE    compare with a baseline (LEAKGATE_SAVE_BASELINE saves one)
+#   TMPDIR               where scenarios' scratch directories go; unset, a RAM disk
+#                        (/dev/shm, see ci/ram-disk.sh) when there is one, else /tmp;
+#                        directories kept by LEAKGATE_KEEP_DIRS stay there
 # Exit status: 0 when every scenario passed (seeded leaks must be found to pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,9 @@ out="${LEAKGATE_REPORT_DIR:-$PWD/target/leakgate/gate}"
 rm -f "$out/report.json" "$out/report.jsonl" "$out/report.lock" \
   "$out/index.html" "$out/summary.md" "$out/junit.xml"
 rm -f "$out"/charts/*.svg "$out"/charts/*.png "$out"/dhat/*.json
+if [ -z "${TMPDIR:-}" ] && ram_disk=$(bash ci/ram-disk.sh); then
+  export TMPDIR="$ram_disk"
+fi
 status=0
 read -r -a profile <<<"${PROFILE_ARGS:-}"
 profile+=(-p leakgate-scenarios)
