@@ -2,10 +2,16 @@
 //!
 //! Each thread counts in its own thread-local [`ThreadCounters`] with plain loads and
 //! stores: no `lock`-prefixed instruction, no shared cache line, and no index to look up,
-//! so counting costs a few instructions. A call updates two words: the thread's net bytes
-//! and its count of allocations or of frees; each word more measurably slows a
-//! heap-heavy loop. The same thread-local block holds a copy of the allocator's mode, so
-//! one load tells a call whether it has anything to do beyond counting.
+//! so counting costs a few instructions. A call updates two words, the thread's net
+//! bytes and its count of allocations or of frees, and compares the net bytes with one
+//! bound: past it, the call takes the slow path. The bound does double duty. It is where
+//! the thread's next flush is due (see below), and while the thread's copy of the
+//! allocator's mode is not zero (sites are recorded, C hooks are installed, or the thread
+//! is not registered) it is set so that every call crosses it. So a call that only counts
+//! tests nothing else: no mode byte, no second branch.
+//!
+//! A call counts before the inner allocator runs, so that the fast path ends in a tail
+//! call; the slow path takes the change back if the call fails ([`finish`]).
 //!
 //! Readers sum the threads' counters: a thread links its block into a registry on its
 //! first call and, when it exits, unlinks it and folds its counts into shared counters.
@@ -20,7 +26,8 @@
 
 use std::sync::atomic::{
     AtomicI64, AtomicPtr, AtomicU8, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+    fence,
 };
 
 use super::raw::SpinLock;
@@ -36,8 +43,8 @@ const UNREGISTERED: u8 = 0x80;
 const COUNTS_SHARED: u8 = 0x40;
 
 /// One thread's counters, in its thread-local storage. The owning thread is their only
-/// writer, apart from the mode copy, which [`copy_mode_to_threads`] writes. One cache
-/// line holds them all.
+/// writer, apart from the mode copy and the bounds, which [`copy_mode_to_threads`] writes
+/// too. One cache line holds them all.
 #[repr(align(64))]
 struct ThreadCounters {
     /// The allocator's mode bits, plus [`UNREGISTERED`] or [`COUNTS_SHARED`]: zero when
@@ -48,13 +55,15 @@ struct ThreadCounters {
     net_bytes: AtomicI64,
     allocations: AtomicU64,
     frees: AtomicU64,
-    /// `net_bytes` when last folded into [`LIVE_FLUSHED`], plus [`FLUSH_BYTES`]: an
-    /// allocation that brings `net_bytes` this high is due to flush. Two bounds instead
-    /// of one flushed value, so each call compares once, against the bound it can cross.
-    flush_at_or_above: AtomicI64,
-    /// The flushed value less [`FLUSH_BYTES`]: a free that brings `net_bytes` below this
-    /// is due to flush.
-    flush_below: AtomicI64,
+    /// An allocation that brings `net_bytes` this high takes the slow path: `flushed`
+    /// plus [`FLUSH_BYTES`], or `i64::MIN` (every allocation) while `mode` is not zero.
+    /// Two bounds, so each call compares once, against the one it can cross.
+    slow_at_or_above: AtomicI64,
+    /// A free that brings `net_bytes` below this takes the slow path: `flushed` less
+    /// [`FLUSH_BYTES`], or `i64::MAX` while `mode` is not zero.
+    slow_below: AtomicI64,
+    /// `net_bytes` when last folded into [`LIVE_FLUSHED`].
+    flushed: AtomicI64,
     /// The next registered thread's counters: the registry's list, under its lock.
     next: AtomicPtr<ThreadCounters>,
 }
@@ -66,38 +75,41 @@ impl ThreadCounters {
             net_bytes: AtomicI64::new(0),
             allocations: AtomicU64::new(0),
             frees: AtomicU64::new(0),
-            flush_at_or_above: AtomicI64::new(FLUSH_BYTES),
-            flush_below: AtomicI64::new(-FLUSH_BYTES),
+            slow_at_or_above: AtomicI64::new(i64::MIN),
+            slow_below: AtomicI64::new(i64::MAX),
+            flushed: AtomicI64::new(0),
             next: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
-    /// Applies `change`; returns whether the net change since the last flush, at least
-    /// [`FLUSH_BYTES`] either way, is due to be folded into [`LIVE_FLUSHED`]. Only the
+    /// Applies `change`; returns whether the call must take the slow path. Only the
     /// owning thread calls it.
     #[inline(always)]
     fn apply(&self, change: Change) -> bool {
+        // Acquire on the bounds: a thread that finds them set for the slow path also
+        // sees the mode copy stored before them.
         match change {
             Change::Alloc(size) => {
                 bump(&self.allocations);
-                add(&self.net_bytes, size as i64) >= self.flush_at_or_above.load(Relaxed)
+                add(&self.net_bytes, size as i64) >= self.slow_at_or_above.load(Acquire)
             }
             Change::Free(size) => {
                 bump(&self.frees);
-                add(&self.net_bytes, -(size as i64)) < self.flush_below.load(Relaxed)
+                add(&self.net_bytes, -(size as i64)) < self.slow_below.load(Acquire)
             }
             Change::Realloc { old, new } => {
                 // One allocation and one free: live blocks unchanged.
                 bump(&self.allocations);
                 bump(&self.frees);
                 let net_bytes = add(&self.net_bytes, new as i64 - old as i64);
-                net_bytes >= self.flush_at_or_above.load(Relaxed)
-                    || net_bytes < self.flush_below.load(Relaxed)
+                net_bytes >= self.slow_at_or_above.load(Acquire)
+                    || net_bytes < self.slow_below.load(Acquire)
             }
         }
     }
 
-    /// Takes back `change`, applied by a call that then failed.
+    /// Takes back `change`, applied by a call that then failed or that counts in
+    /// [`SHARED`].
     fn revert(&self, change: Change) {
         let (allocations, frees, bytes) = change.counts();
         self.allocations.store(
@@ -109,15 +121,49 @@ impl ThreadCounters {
         add(&self.net_bytes, bytes.wrapping_neg());
     }
 
+    /// Folds the net change since the last flush into the global live counter, if it is
+    /// [`FLUSH_BYTES`] or more either way; then, if `mode` (read by the slow path) is
+    /// zero, sets the bounds around the flushed value.
+    fn after_slow_call(&self, mode: u8) {
+        let net_bytes = self.net_bytes.load(Relaxed);
+        let unflushed = net_bytes.wrapping_sub(self.flushed.load(Relaxed));
+        if !(-FLUSH_BYTES..FLUSH_BYTES).contains(&unflushed) {
+            self.flush();
+        }
+        if mode == 0 {
+            self.set_bounds();
+        }
+    }
+
     /// Folds the net change since the last flush into the global live counter.
     fn flush(&self) {
         let net_bytes = self.net_bytes.load(Relaxed);
-        let flushed = self.flush_below.load(Relaxed).wrapping_add(FLUSH_BYTES);
-        self.flush_at_or_above
-            .store(net_bytes.wrapping_add(FLUSH_BYTES), Relaxed);
-        self.flush_below
-            .store(net_bytes.wrapping_sub(FLUSH_BYTES), Relaxed);
+        let flushed = self.flushed.swap(net_bytes, Relaxed);
         fold_live(net_bytes.wrapping_sub(flushed));
+    }
+
+    /// Sets the bounds around the flushed value, so that calls count on the fast path
+    /// until a flush is due; or for the slow path, if the mode is no longer zero. Only
+    /// the owning thread calls it.
+    fn set_bounds(&self) {
+        let flushed = self.flushed.load(Relaxed);
+        self.slow_at_or_above
+            .store(flushed.wrapping_add(FLUSH_BYTES), Relaxed);
+        self.slow_below
+            .store(flushed.wrapping_sub(FLUSH_BYTES), Relaxed);
+        // Paired with the fence in `copy_mode_to_threads`, which stores the mode, then
+        // the bounds: either these bounds came first and that thread's overwrite them,
+        // or the load below sees its mode and this thread sets them for the slow path.
+        fence(SeqCst);
+        if self.mode.load(Relaxed) != 0 {
+            self.send_calls_to_slow_path();
+        }
+    }
+
+    /// Sets the bounds so that every call crosses them.
+    fn send_calls_to_slow_path(&self) {
+        self.slow_at_or_above.store(i64::MIN, Release);
+        self.slow_below.store(i64::MAX, Release);
     }
 }
 
@@ -209,6 +255,7 @@ impl Drop for Unregister {
             let mut registry = REGISTRY.lock();
             registry.unlink(counters);
             counters.mode.store(COUNTS_SHARED, Relaxed);
+            counters.send_calls_to_slow_path();
             // Under the lock, so a reader sees the counts either here or there, once.
             fold_into_shared(counters);
             drop(registry);
@@ -237,27 +284,81 @@ impl Change {
     }
 }
 
-/// This thread's copy of the allocator's mode: zero when the call needs nothing but
-/// [`count_registered`]; otherwise it takes the slow path, which passes the copy through
-/// [`settle`] and counts with [`count`].
+/// Counts `change` in this thread's counters, before the call reaches the inner
+/// allocator. Returns whether the call must take the slow path, which passes the change
+/// through [`settle`] and, after the inner allocator, [`finish`].
 #[inline(always)]
+pub(crate) fn count(change: Change) -> bool {
+    THIS_THREAD.with(|counters| counters.apply(change))
+}
+
+/// This thread's copy of the allocator's mode (with [`UNREGISTERED`] or
+/// [`COUNTS_SHARED`]).
 pub(crate) fn thread_mode() -> u8 {
     // Acquire, paired with the copies' Release: see `copy_mode_to_threads`. A plain load
     // on x86.
     THIS_THREAD.with(|counters| counters.mode.load(Acquire))
 }
 
-/// Counts `change` in this thread's counters, which must be registered (its
-/// [`thread_mode`] is zero). Returns whether [`flush_this_thread`] is due.
+/// The mode a slow-path call works in, from the thread's mode copy. On the thread's
+/// first call this registers it; a thread that cannot count in its own counters gets the
+/// allocator's mode marked with [`COUNTS_SHARED`], and `change`, which [`count`] applied
+/// to its counters, moves to the shared ones.
 #[inline(always)]
-pub(crate) fn count_registered(change: Change) -> bool {
-    THIS_THREAD.with(|counters| counters.apply(change))
+pub(crate) fn settle(change: Change) -> u8 {
+    let copy = thread_mode();
+    if copy & (UNREGISTERED | COUNTS_SHARED) == 0 {
+        copy
+    } else {
+        settle_unregistered(copy, change)
+    }
 }
 
-/// Takes back `change`, which [`count_registered`] counted for a call that then failed.
-pub(crate) fn uncount(change: Change) {
-    THIS_THREAD.with(|counters| counters.revert(change));
+#[cold]
+#[inline(never)]
+fn settle_unregistered(copy: u8, change: Change) -> u8 {
+    if copy & UNREGISTERED != 0 {
+        // Registering links the counters, with `change` in them.
+        register();
+    }
+    match thread_mode() {
+        registered if registered & (UNREGISTERED | COUNTS_SHARED) == 0 => registered,
+        _ => {
+            THIS_THREAD.with(|counters| counters.revert(change));
+            let (allocations, frees, bytes) = change.counts();
+            count_shared(allocations, frees, bytes);
+            super::mode() | COUNTS_SHARED
+        }
+    }
 }
+
+/// Ends a slow-path call working in `mode` (from [`settle`]): takes `change` back if the
+/// call `failed`, flushes if a flush is due, and sets the bounds for the next calls.
+#[inline(always)]
+pub(crate) fn finish(mode: u8, change: Change, failed: bool) {
+    if mode & COUNTS_SHARED != 0 {
+        if failed {
+            let (allocations, frees, bytes) = change.counts();
+            count_shared(
+                allocations.wrapping_neg(),
+                frees.wrapping_neg(),
+                bytes.wrapping_neg(),
+            );
+        }
+        return;
+    }
+    THIS_THREAD.with(|counters| {
+        if failed {
+            counters.revert(change);
+        }
+        counters.after_slow_call(mode);
+    });
+}
+
+/// Held by every test that moves the counters, so that none sees another's calls in its
+/// differences.
+#[cfg(test)]
+pub(crate) static TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// This thread's net bytes, allocations and frees, for tests of the allocator's calls.
 #[cfg(test)]
@@ -269,49 +370,6 @@ pub(crate) fn this_thread_counts() -> (i64, u64, u64) {
             counters.frees.load(Relaxed),
         )
     })
-}
-
-/// Folds this thread's net change into the global peak counter.
-#[cold]
-#[inline(never)]
-pub(crate) fn flush_this_thread() {
-    THIS_THREAD.with(ThreadCounters::flush);
-}
-
-/// The mode a slow-path call works in, from the thread's copy (its [`thread_mode`]): the
-/// copy itself once the thread is registered. On the thread's first call this registers
-/// it; a thread that cannot be registered gets the allocator's mode, marked for [`count`]
-/// to count in the shared counters.
-#[inline(always)]
-pub(crate) fn settle(copy: u8) -> u8 {
-    if copy & (UNREGISTERED | COUNTS_SHARED) == 0 {
-        copy
-    } else {
-        settle_unregistered(copy)
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn settle_unregistered(copy: u8) -> u8 {
-    if copy & UNREGISTERED != 0 {
-        register();
-    }
-    match thread_mode() {
-        registered if registered & (UNREGISTERED | COUNTS_SHARED) == 0 => registered,
-        _ => super::mode() | COUNTS_SHARED,
-    }
-}
-
-/// Counts `change`, in a slow-path call working in `mode` (from [`settle`]).
-#[inline(always)]
-pub(crate) fn count(mode: u8, change: Change) {
-    if mode & COUNTS_SHARED != 0 {
-        let (allocations, frees, bytes) = change.counts();
-        count_shared(allocations, frees, bytes);
-    } else if count_registered(change) {
-        flush_this_thread();
-    }
 }
 
 /// Counts in the shared counters, and folds the bytes into the global live counter at
@@ -337,7 +395,8 @@ fn register() {
         counters.next.store(registry.head.cast_mut(), Relaxed);
         registry.head = counters;
         // Under the lock: a concurrent `copy_mode_to_threads` either sees this thread
-        // or has already changed the mode this copies.
+        // or has already changed the mode this copies. The bounds still send calls to
+        // the slow path, which sets them ([`finish`]).
         counters.mode.store(super::mode(), Release);
         drop(registry);
         FORK_HANDLER.call_once(|| {
@@ -373,7 +432,7 @@ extern "C" fn forget_other_threads() {
             let unflushed = counters
                 .net_bytes
                 .load(Relaxed)
-                .wrapping_sub(counters.flush_below.load(Relaxed).wrapping_add(FLUSH_BYTES));
+                .wrapping_sub(counters.flushed.load(Relaxed));
             LIVE_FLUSHED.fetch_add(unflushed, Relaxed);
         }
     }
@@ -393,12 +452,19 @@ fn fold_into_shared(counters: &ThreadCounters) {
 }
 
 /// Copies the allocator's mode into every registered thread's counters, one after
-/// another. Release: a thread that sees this copy sees every copy stored before it, so a
-/// mode turned on in two steps (`sites::start`) reaches each thread in that order.
+/// another, and sets their bounds for the slow path unless the mode is zero (a thread
+/// sets its own bounds back on its next slow-path call). Release: a thread that sees
+/// this copy sees every copy stored before it, so a mode turned on in two steps
+/// (`sites::start`) reaches each thread in that order.
 pub(crate) fn copy_mode_to_threads() {
     let registry = REGISTRY.lock();
     let mode = super::mode();
     registry.for_each(|counters| counters.mode.store(mode, Release));
+    if mode != 0 {
+        // Paired with the fence in `ThreadCounters::set_bounds`.
+        fence(SeqCst);
+        registry.for_each(ThreadCounters::send_calls_to_slow_path);
+    }
 }
 
 /// Adds `amount` to the global live counter and raises the peak with it.
@@ -466,11 +532,34 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// Counts `change` as the allocator does, for a call that succeeds; returns whether
+    /// it took the slow path.
+    fn call(change: Change) -> bool {
+        let slow = count(change);
+        if slow {
+            let mode = settle(change);
+            finish(mode, change, false);
+        }
+        slow
+    }
+
+    /// Registers this thread's counters, leaving the counts as they were.
+    fn register_this_thread() {
+        call(Change::Alloc(1));
+        call(Change::Free(1));
+    }
+
+    fn lock_counters() -> std::sync::MutexGuard<'static, ()> {
+        TEST_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The counters as the allocator moves them, by direct calls: the unit tests' own
-    /// global allocator is not `TrackingAlloc`, so nothing else counts here. One test, so
-    /// that no other test's calls interleave with its differences.
+    /// global allocator is not `TrackingAlloc`, so only tests count here, one at a time.
     #[test]
     fn threads_register_count_and_leave_their_counts_behind() {
+        let _counters = lock_counters();
         let before = heap_stats();
         let flushed_before = LIVE_FLUSHED.load(Relaxed);
         let big = 3 * FLUSH_BYTES as usize;
@@ -480,17 +569,16 @@ mod tests {
                 0,
                 "a new thread starts unregistered"
             );
-            let mode = settle(thread_mode());
+            // More than a flush's worth: the global live counter sees it at once.
+            call(Change::Alloc(big));
             assert_eq!(
                 thread_mode() & (UNREGISTERED | COUNTS_SHARED),
                 0,
-                "the first slow-path call registers the thread"
+                "the first call registers the thread"
             );
-            // More than a flush's worth: the global live counter sees it at once.
-            count(mode, Change::Alloc(big));
             // Less than a flush's worth: it stays with the thread until it exits.
-            count(mode, Change::Alloc(100));
-            count(mode, Change::Realloc { old: 100, new: 40 });
+            call(Change::Alloc(100));
+            call(Change::Realloc { old: 100, new: 40 });
             (heap_stats(), LIVE_FLUSHED.load(Relaxed))
         })
         .join()
@@ -514,9 +602,8 @@ mod tests {
         // A thread that frees what another allocated has negative net bytes; the sum
         // is still right, and so is the count after it has gone.
         std::thread::spawn(move || {
-            let mode = settle(thread_mode());
-            count(mode, Change::Free(big));
-            count(mode, Change::Free(40));
+            call(Change::Free(big));
+            call(Change::Free(40));
         })
         .join()
         .expect("the freeing thread panicked");
@@ -526,10 +613,40 @@ mod tests {
         assert_eq!(LIVE_FLUSHED.load(Relaxed), flushed_before);
     }
 
+    /// While the mode is not zero every call of a registered thread takes the slow path;
+    /// once it is zero again, the thread's next call sets the bounds back.
+    #[test]
+    fn a_mode_sends_every_call_down_the_slow_path_until_it_is_zero_again() {
+        let _counters = lock_counters();
+        std::thread::spawn(|| {
+            register_this_thread();
+            assert!(!call(Change::Alloc(8)), "counting only: the fast path");
+            super::super::set_mode(super::super::RECORDING, true);
+            let calls = [
+                Change::Free(8),
+                Change::Alloc(8),
+                Change::Realloc { old: 8, new: 16 },
+                Change::Realloc { old: 16, new: 8 },
+            ];
+            let slow = calls.map(call);
+            super::super::set_mode(super::super::RECORDING, false);
+            assert_eq!(slow, [true; 4], "calls while recording");
+            assert!(
+                call(Change::Free(8)),
+                "the first call after sets the bounds"
+            );
+            assert!(!call(Change::Alloc(8)), "the fast path again");
+            call(Change::Free(8));
+        })
+        .join()
+        .expect("the counting thread panicked");
+    }
+
     /// A child forked while another thread held the registry's lock can still read the
     /// counters, and its registry holds only the thread that forked.
     #[test]
     fn a_forked_child_keeps_only_its_own_thread() {
+        let _counters = lock_counters();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
@@ -538,7 +655,7 @@ mod tests {
         let registered = |hold_lock: bool| {
             let (ready_tx, release_rx) = (ready_tx.clone(), release_rx.clone());
             std::thread::spawn(move || {
-                let _ = settle(thread_mode());
+                register_this_thread();
                 let registry = hold_lock.then(|| REGISTRY.lock());
                 ready_tx.send(()).expect("the test waits");
                 // Until the parent has forked.
@@ -548,7 +665,7 @@ mod tests {
         };
         let older = registered(false);
         ready_rx.recv().expect("the older thread registers");
-        let _ = settle(thread_mode());
+        register_this_thread();
         let holder = registered(true);
         ready_rx.recv().expect("the holder locks");
         // SAFETY: the child only reads the counters and leaves with `_exit`, running no

@@ -1,19 +1,20 @@
 //! [`TrackingAlloc`]: the global allocator that counts every allocation and, during
 //! measured iterations, remembers where each live block came from.
 //!
-//! Fast path (always on): one load of this thread's mode copy; when it is zero, update
-//! this thread's counters and jump to the inner allocator: no lock, no allocation, no
-//! backtrace, no call beyond the inner allocator's, and no stack frame. Otherwise a slow
-//! path, out of line, does the site bookkeeping.
+//! Fast path (always on): count the call in this thread's counters, compare its net
+//! bytes with one bound, and jump to the inner allocator: no lock, no allocation, no
+//! backtrace, no call beyond the inner allocator's, and no stack frame. Past the bound, a
+//! slow path, out of line, does the rest: a flush of the counters, or, while this
+//! thread's mode copy is not zero (which sets the bound so that every call crosses it),
+//! the site bookkeeping.
 //!
 //! ```text
-//!              alloc                               dealloc
-//!   thread mode 0? ─▶ count, inner.alloc    thread mode 0? ─▶ count, inner.dealloc
-//!                                           else: count,
-//!   else: inner.alloc (marked if C hooks),        table in use? ─▶ sites::on_dealloc
-//!         recording? ─▶ sites::on_alloc           inner.dealloc
-//!         (stack → site id → shadow or
-//!          live table), count
+//!              alloc                                dealloc
+//!   count; bound crossed? no ─▶ inner.alloc   count; bound crossed? no ─▶ inner.dealloc
+//!   yes: inner.alloc (marked if C hooks),     yes: table in use? ─▶ sites::on_dealloc
+//!        recording? ─▶ sites::on_alloc             flush if due, inner.dealloc
+//!        (stack → site id → shadow or
+//!         live table), flush if due
 //! ```
 
 #[cfg(feature = "jemalloc")]
@@ -85,14 +86,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let mode = counters::thread_mode();
-        if mode != 0 {
+        if counters::count(Change::Free(layout.size())) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.dealloc_tracked(ptr, layout, mode) };
-        }
-        if counters::count_registered(Change::Free(layout.size())) {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.flush_then_dealloc(ptr, layout) };
+            return unsafe { self.dealloc_slow(ptr, layout) };
         }
         // SAFETY: forwarded with the caller's guarantees. A tail call: nothing is left
         // to do after the free.
@@ -101,18 +97,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let mode = counters::thread_mode();
-        if mode != 0 {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.realloc_tracked(ptr, layout, new_size, mode) };
-        }
         let change = Change::Realloc {
             old: layout.size(),
             new: new_size,
         };
-        if counters::count_registered(change) {
+        if counters::count(change) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.realloc_then_flush(ptr, layout, new_size) };
+            return unsafe { self.realloc_slow(ptr, layout, new_size) };
         }
         // SAFETY: forwarded with the caller's guarantees. Counted before, so a tail call
         // (see `alloc_maybe_zeroed`).
@@ -124,29 +115,25 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 /// or a slow path by a tail call, so it saves no register, and a captured stack has no
 /// frame more.
 ///
-/// The slow paths are for a thread whose mode copy is not zero (sites are recorded, C
-/// hooks are installed, or its counters are not registered) and for a flush.
+/// A call takes the slow path when [`counters::count`] says so: its thread's mode copy
+/// is not zero (sites are recorded, C hooks are installed, or its counters are not
+/// registered), or a flush is due.
 impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// `alloc` or `alloc_zeroed`. The fast path counts the block before the inner
-    /// allocator runs, so that it ends in a tail call and keeps nothing across it. A call
-    /// that crosses the flush bound (every call of twice [`counters::FLUSH_BYTES`] or more,
-    /// and some smaller ones) takes [`Self::alloc_then_flush`] instead, which uncounts a
-    /// failure; a smaller failed allocation stays counted (jemalloc fails one only when
-    /// the system is out of memory, and Rust then aborts unless the caller used
-    /// `try_reserve`).
+    /// allocator runs, so that it ends in a tail call and keeps nothing across it. The
+    /// slow path takes back a failed allocation; so does every call of twice
+    /// [`counters::FLUSH_BYTES`] or more, which crosses the flush bound. A smaller failed
+    /// allocation on the fast path stays counted: jemalloc fails one only when the
+    /// system is out of memory, and Rust then aborts unless the caller used
+    /// `try_reserve`.
     ///
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
     #[inline(always)]
     unsafe fn alloc_maybe_zeroed<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
-        let mode = counters::thread_mode();
-        if mode != 0 {
+        if counters::count(Change::Alloc(layout.size())) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_tracked::<ZEROED>(layout, mode) };
-        }
-        if counters::count_registered(Change::Alloc(layout.size())) {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_then_flush::<ZEROED>(layout) };
+            return unsafe { self.alloc_slow::<ZEROED>(layout) };
         }
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner_alloc::<ZEROED>(layout) }
@@ -168,54 +155,37 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
         }
     }
 
-    /// Allocates a block already counted, uncounts it if the allocation fails, and
-    /// flushes this thread's counters.
-    ///
-    /// # Safety
-    /// As [`GlobalAlloc::alloc`].
-    #[cold]
-    #[inline(never)]
-    unsafe fn alloc_then_flush<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let ptr = unsafe { self.inner_alloc::<ZEROED>(layout) };
-        if ptr.is_null() {
-            counters::uncount(Change::Alloc(layout.size()));
-        }
-        counters::flush_this_thread();
-        ptr
-    }
-
     /// Allocates, zeroed if `ZEROED`, and records the block's site while recording.
     ///
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
     #[inline(never)]
-    unsafe fn alloc_tracked<const ZEROED: bool>(&self, layout: Layout, mode: u8) -> *mut u8 {
-        let mode = counters::settle(mode);
+    unsafe fn alloc_slow<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        let change = Change::Alloc(layout.size());
+        let mode = counters::settle(change);
         // SAFETY: forwarded with the caller's guarantees.
         let ptr = rust_call(mode, || unsafe { self.inner_alloc::<ZEROED>(layout) });
-        if !ptr.is_null() {
-            // Sites first: counting may copy the per-site bytes at a new high, which must
-            // already include this block.
-            if mode & RECORDING != 0 {
-                sites::on_alloc(ptr, layout.size());
-            }
-            counters::count(mode, Change::Alloc(layout.size()));
+        // Sites first: a flush may copy the per-site bytes at a new high, which must
+        // already include this block.
+        if !ptr.is_null() && mode & RECORDING != 0 {
+            sites::on_alloc(ptr, layout.size());
         }
+        counters::finish(mode, change, ptr.is_null());
         ptr
     }
 
     /// # Safety
     /// As [`GlobalAlloc::dealloc`].
     #[inline(never)]
-    unsafe fn dealloc_tracked(&self, ptr: *mut u8, layout: Layout, mode: u8) {
-        let mode = counters::settle(mode);
-        counters::count(mode, Change::Free(layout.size()));
+    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+        let change = Change::Free(layout.size());
+        let mode = counters::settle(change);
         // The entry goes before the block: once freed, another thread may get the same
         // address and enter it.
         if mode & TABLE_IN_USE != 0 {
             sites::on_dealloc(ptr, layout.size());
         }
+        counters::finish(mode, change, false);
         // SAFETY: forwarded with the caller's guarantees.
         rust_call(mode, || unsafe { self.inner.dealloc(ptr, layout) })
     }
@@ -223,75 +193,35 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// # Safety
     /// As [`GlobalAlloc::realloc`].
     #[inline(never)]
-    unsafe fn realloc_tracked(
-        &self,
-        ptr: *mut u8,
-        layout: Layout,
-        new_size: usize,
-        mode: u8,
-    ) -> *mut u8 {
-        let mode = counters::settle(mode);
-        // As in `dealloc_tracked`: the old entry goes before `realloc` may free the old
+    unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let change = Change::Realloc {
+            old: layout.size(),
+            new: new_size,
+        };
+        let mode = counters::settle(change);
+        // As in `dealloc_slow`: the old entry goes before `realloc` may free the old
         // block.
         let moved = (mode & TABLE_IN_USE != 0).then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
         let new = rust_call(mode, || unsafe {
             self.inner.realloc(ptr, layout, new_size)
         });
-        if new.is_null() {
-            // The old block is still live and still tagged.
-            if let Some(entry) = moved {
+        if let Some(entry) = moved {
+            if new.is_null() {
+                // The old block is still live and still tagged.
                 sites::restore(entry);
-            }
-        } else {
-            if let Some(entry) = moved {
+            } else {
                 sites::on_realloc(entry, new, new_size);
             }
-            counters::count(
-                mode,
-                Change::Realloc {
-                    old: layout.size(),
-                    new: new_size,
-                },
-            );
         }
+        counters::finish(mode, change, new.is_null());
         new
-    }
-
-    /// Reallocates, with the change already counted; uncounts it if the reallocation
-    /// fails, and flushes this thread's counters.
-    ///
-    /// # Safety
-    /// As [`GlobalAlloc::realloc`].
-    #[cold]
-    #[inline(never)]
-    unsafe fn realloc_then_flush(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if new.is_null() {
-            counters::uncount(Change::Realloc {
-                old: layout.size(),
-                new: new_size,
-            });
-        }
-        counters::flush_this_thread();
-        new
-    }
-
-    /// # Safety
-    /// As [`GlobalAlloc::dealloc`].
-    #[cold]
-    #[inline(never)]
-    unsafe fn flush_then_dealloc(&self, ptr: *mut u8, layout: Layout) {
-        counters::flush_this_thread();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.inner.dealloc(ptr, layout) }
     }
 }
 
 /// What the allocator does beyond counting, as bits of one byte. Each thread keeps a
-/// copy beside its counters ([`counters::thread_mode`]), so that a call tests them all
-/// with one load of thread-local memory.
+/// copy beside its counters ([`counters::thread_mode`]), and while the copy is not zero
+/// its calls take the slow path.
 static MODE: AtomicU8 = AtomicU8::new(0);
 /// Sites are being recorded: new blocks are tagged ([`sites::start`] to [`sites::stop`]).
 pub(crate) const RECORDING: u8 = 1;
@@ -376,6 +306,9 @@ mod tests {
     /// its counters.
     #[test]
     fn a_failed_allocation_or_reallocation_is_not_counted() {
+        let _counters = counters::TEST_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::thread::spawn(|| {
             let alloc = TrackingAlloc::new(std::alloc::System);
             let small = Layout::new::<u64>();
