@@ -9,8 +9,8 @@
 //!
 //! Rust's allocations reach jemalloc through [`super::TrackingAlloc`], which records them
 //! itself: while the hooks are installed it marks the thread ([`rust_call`]) so the hooks
-//! skip its calls. Without the hooks nothing here runs: jemalloc takes its fast path and
-//! the Rust allocator pays one relaxed load.
+//! skip its calls. Without the hooks nothing here runs: jemalloc takes its fast path, and
+//! so do the Rust allocator's counted calls.
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_int, c_void};

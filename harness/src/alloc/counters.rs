@@ -15,9 +15,10 @@
 //!
 //! Readers sum the threads' counters: a thread links its block into a registry on its
 //! first call and, when it exits, unlinks it and folds its counts into shared counters.
-//! Calls a thread makes before it is registered or after it has left (registering its
-//! exit hook may allocate, and so may other threads' exit hooks) are counted in the
-//! shared counters with atomic read-modify-writes.
+//! The call that registers a thread counts in its own counters, linked with them; calls
+//! it makes while registering or after it has left (registering its exit hook may
+//! allocate, and so may other threads' exit hooks) are counted in the shared counters
+//! with atomic read-modify-writes.
 //!
 //! The peak needs a global view, which per-thread counters do not give for free: each
 //! thread folds its net change into a global live counter every [`FLUSH_BYTES`], and the
@@ -112,12 +113,13 @@ impl ThreadCounters {
     /// [`SHARED`].
     fn revert(&self, change: Change) {
         let (allocations, frees, bytes) = change.counts();
+        // Frees first, as `heap_stats` reads them: live blocks never read low.
+        self.frees
+            .store(self.frees.load(Relaxed).wrapping_sub(frees), Release);
         self.allocations.store(
             self.allocations.load(Relaxed).wrapping_sub(allocations),
             Release,
         );
-        self.frees
-            .store(self.frees.load(Relaxed).wrapping_sub(frees), Release);
         add(&self.net_bytes, bytes.wrapping_neg());
     }
 
@@ -427,6 +429,10 @@ extern "C" fn forget_other_threads() {
         if std::ptr::eq(counters, this) {
             counters.next.store(std::ptr::null_mut(), Relaxed);
             registry.head = this;
+            // The fork may have cut `copy_mode_to_threads` short between this thread's
+            // mode and its bounds: copy both again.
+            counters.mode.store(super::mode(), Release);
+            counters.send_calls_to_slow_path();
         } else {
             fold_into_shared(counters);
             let unflushed = counters

@@ -121,11 +121,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// `alloc` or `alloc_zeroed`. The fast path counts the block before the inner
     /// allocator runs, so that it ends in a tail call and keeps nothing across it. The
-    /// slow path takes back a failed allocation; so does every call of twice
-    /// [`counters::FLUSH_BYTES`] or more, which crosses the flush bound. A smaller failed
-    /// allocation on the fast path stays counted: jemalloc fails one only when the
-    /// system is out of memory, and Rust then aborts unless the caller used
-    /// `try_reserve`.
+    /// slow path takes back a failed allocation, and every call of twice
+    /// [`counters::FLUSH_BYTES`] or more takes the slow path, as it crosses the flush
+    /// bound. A smaller failed allocation or reallocation on the fast path stays counted:
+    /// jemalloc fails one only when the system is out of memory, and Rust then aborts
+    /// unless the caller used `try_reserve`.
     ///
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
