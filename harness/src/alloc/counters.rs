@@ -126,6 +126,7 @@ impl ThreadCounters {
     /// Folds the net change since the last flush into the global live counter, if it is
     /// [`FLUSH_BYTES`] or more either way; then, if `mode` (read by the slow path) is
     /// zero, sets the bounds around the flushed value.
+    #[inline(always)]
     fn after_slow_call(&self, mode: u8) {
         let net_bytes = self.net_bytes.load(Relaxed);
         let unflushed = net_bytes.wrapping_sub(self.flushed.load(Relaxed));
@@ -138,6 +139,8 @@ impl ThreadCounters {
     }
 
     /// Folds the net change since the last flush into the global live counter.
+    #[cold]
+    #[inline(never)]
     fn flush(&self) {
         let net_bytes = self.net_bytes.load(Relaxed);
         let flushed = self.flushed.swap(net_bytes, Relaxed);
@@ -147,6 +150,8 @@ impl ThreadCounters {
     /// Sets the bounds around the flushed value, so that calls count on the fast path
     /// until a flush is due; or for the slow path, if the mode is no longer zero. Only
     /// the owning thread calls it.
+    #[cold]
+    #[inline(never)]
     fn set_bounds(&self) {
         let flushed = self.flushed.load(Relaxed);
         self.slow_at_or_above
@@ -296,6 +301,7 @@ pub(crate) fn count(change: Change) -> bool {
 
 /// This thread's copy of the allocator's mode (with [`UNREGISTERED`] or
 /// [`COUNTS_SHARED`]).
+#[inline(always)]
 pub(crate) fn thread_mode() -> u8 {
     // Acquire, paired with the copies' Release: see `copy_mode_to_threads`. A plain load
     // on x86.
