@@ -286,7 +286,9 @@ impl<'a, S> Session<'a, S> {
                 phase: Phase::Measure,
                 iteration: Some(i as u32),
             }));
-            let outcome = iterate(state, i);
+            // Sites are recorded below this frame: the runner's frames above it are the
+            // same for every block.
+            let outcome = stack::walks_end_here(|| iterate(state, i));
             let sample = probe.sample();
             self.m.series.iterations.push(sample);
             self.channel.send(&Event::Sample { sample });

@@ -140,7 +140,13 @@ pub fn run_from_args(on_full: impl Fn() -> String + Sync) {
             let start = Instant::now();
             std::thread::scope(|scope| {
                 for t in 0..threads {
-                    scope.spawn(move || build_and_drop(workload, repeat * 31 + t));
+                    // As the runner calls a scenario's iteration: sites are recorded
+                    // below this call (a no-op for the other allocators).
+                    scope.spawn(move || {
+                        leakgate::__private::walks_end_here(|| {
+                            build_and_drop(workload, repeat * 31 + t)
+                        })
+                    });
                 }
             });
             start.elapsed().as_nanos()
