@@ -145,7 +145,6 @@ pub mod __private {
     pub use crate::alloc::sites::{
         bookkeeping, clear as clear_sites, start as start_sites, stop as stop_sites,
     };
-    pub use crate::alloc::stack::walks_end_here;
 
     /// Installs jemalloc's hooks, so C allocations get sites while sites are recorded.
     #[cfg(feature = "jemalloc")]

@@ -140,13 +140,7 @@ pub fn run_from_args(on_full: impl Fn() -> String + Sync) {
             let start = Instant::now();
             std::thread::scope(|scope| {
                 for t in 0..threads {
-                    // As the runner calls a scenario's iteration: sites are recorded
-                    // below this call (a no-op for the other allocators).
-                    scope.spawn(move || {
-                        leakgate::__private::walks_end_here(|| {
-                            build_and_drop(workload, repeat * 31 + t)
-                        })
-                    });
+                    scope.spawn(move || build_and_drop(workload, repeat * 31 + t));
                 }
             });
             start.elapsed().as_nanos()

@@ -208,32 +208,6 @@ fn unwind_dwarf(frames: &mut Frames) {
 thread_local! {
     static STACK_BOUNDS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     static LAST_WALK: UnsafeCell<Walk> = const { UnsafeCell::new(Walk::new()) };
-    /// Where this thread's frame-pointer walks end ([`walks_end_here`]): frame records at
-    /// or above it are not read. `usize::MAX`: at the top of the stack.
-    static WALK_END: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// Runs `body` with this thread's frame-pointer walks ending at this call: a stack
-/// captured inside `body` ends with the return address into the caller, and the frames
-/// above it are not walked. They are the same for every block `body` allocates (the
-/// runner's, around a scenario's iteration), so walking them would name no site more
-/// precisely, only more slowly. Walks end where they did before once `body` returns or
-/// unwinds.
-#[inline(never)]
-pub fn walks_end_here<R>(body: impl FnOnce() -> R) -> R {
-    /// Restores the previous end, also while unwinding.
-    struct Restore(usize);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            WALK_END.with(|end| end.set(self.0));
-        }
-    }
-    // This frame's locals lie above every frame `body` pushes (the stack grows down), and
-    // below this frame's own record.
-    let marker = 0u8;
-    let end = std::hint::black_box(&marker) as *const u8 as usize;
-    let _restore = Restore(WALK_END.with(|cell| cell.replace(end)));
-    body()
 }
 
 /// The current thread's stack as `[low, high)`, cached per thread.
@@ -316,8 +290,6 @@ pub(crate) struct Walk {
     records: [usize; DEPTH + 1],
     /// The walk stopped because the record at `records[len]` had no return address.
     ended_at_null_return: bool,
-    /// The thread's [`WALK_END`] when it walked.
-    end: usize,
     hash: u64,
 }
 
@@ -328,7 +300,6 @@ impl Walk {
             returns: [0; DEPTH],
             records: [0; DEPTH + 1],
             ended_at_null_return: false,
-            end: usize::MAX,
             hash: 0,
         }
     }
@@ -343,7 +314,7 @@ impl Walk {
     #[inline(always)]
     fn replays(&self, fp: usize) -> bool {
         let len = self.len;
-        if len == 0 || fp != self.records[0] || self.end != WALK_END.with(Cell::get) {
+        if len == 0 || fp != self.records[0] {
             return false;
         }
         let mut same = true;
@@ -369,9 +340,7 @@ impl Walk {
     fn walk(&mut self, mut fp: usize) {
         const RECORD: usize = 2 * size_of::<usize>();
         const ALIGN_BITS: u32 = size_of::<usize>().trailing_zeros();
-        let (low, top) = stack_bounds();
-        self.end = WALK_END.with(Cell::get);
-        let high = top.min(self.end);
+        let (low, high) = stack_bounds();
         let low = low.next_multiple_of(size_of::<usize>());
         let mut hash = StackHash::new();
         // The length stays in a register: through `self`, each store of a frame might
@@ -489,40 +458,5 @@ mod tests {
         // The same depth and frame sizes put the captures at the same frame address:
         // the third call walked afresh because a return address it read differed.
         assert_eq!(starts[1], starts[2]);
-    }
-
-    /// Inside `walks_end_here`, a walk ends with the return into its caller: the same
-    /// innermost frames as a full walk, fewer frames in all. A walk is replayed only under
-    /// the end it was walked with.
-    #[test]
-    fn a_walk_inside_walks_end_here_stops_at_its_caller() {
-        let mut full = Walk::new();
-        nested(3, &mut full);
-        let mut ended = Walk::new();
-        walks_end_here(|| nested(3, &mut ended));
-        assert!(
-            ended.len < full.len,
-            "{} frames, {} without an end",
-            ended.len,
-            full.len
-        );
-        // Returns into the four levels of `nested`, then into this test's closure or
-        // `walks_end_here` (different places than the full walk's).
-        assert!(ended.len > 4, "{} frames", ended.len);
-        assert_eq!(ended.frames()[..4], full.frames()[..4]);
-
-        let replays: Vec<bool> = [false, false, true]
-            .into_iter()
-            .map(|move_end| {
-                walks_end_here(|| {
-                    if move_end {
-                        WALK_END.with(|end| end.set(end.get() - 64));
-                    }
-                    nested(3, &mut ended)
-                })
-            })
-            .collect();
-        assert_eq!(replays, [false, true, false]);
-        assert_eq!(WALK_END.with(Cell::get), usize::MAX, "the end is restored");
     }
 }
