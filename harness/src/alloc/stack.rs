@@ -274,23 +274,111 @@ fn frame_pointer() -> usize {
     fp
 }
 
-/// A frame-pointer walk: the return addresses it collected and the frame pointers it
+/// A frame-pointer walk: the return addresses it collected and the frame records it
 /// read. Each thread keeps its last one, so that the next capture can first check whether
 /// the stack is still the same, as it is for an allocation in a loop.
 ///
 /// A walk is a chain of dependent loads: each frame's address is read from the frame
-/// before, so every frame waits for the last. [`Walk::replays`] reads the same words from
-/// addresses it already knows, so its loads run side by side.
+/// before, so every frame waits for the last. [`Walk::replays`] reads the same records
+/// from addresses it already knows (each record read names the next one's address), so
+/// its loads run side by side, and it compares each record as one 16-byte value.
 pub(crate) struct Walk {
     len: usize,
     /// Return addresses, innermost first; `len` of them are the walk's.
     returns: [usize; DEPTH],
-    /// `records[i]` is where frame `i`'s record (saved frame pointer, return address)
-    /// lies; `records[len]` is the saved frame pointer the walk stopped at.
-    records: [usize; DEPTH + 1],
-    /// The walk stopped because the record at `records[len]` had no return address.
-    ended_at_null_return: bool,
+    /// The address of the first record read: the frame pointer the walk started from.
+    first: usize,
+    /// The records read, in order: `read[i]` is (saved frame pointer, return address),
+    /// and the saved frame pointer is where `read[i + 1]` was read from. Usually the
+    /// `len` records of the frames; one more when the walk ended at a record with no
+    /// return address.
+    read: [Record; DEPTH],
+    /// How many records the walk read.
+    records: usize,
     hash: u64,
+}
+
+/// A frame record as it lies on the stack: the saved frame pointer, then the return
+/// address. Aligned so that comparing one is a 16-byte load and compare.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Record([usize; 2]);
+
+impl Record {
+    const EMPTY: Self = Self([0; 2]);
+
+    fn saved_frame_pointer(self) -> usize {
+        self.0[0]
+    }
+
+    fn return_address(self) -> usize {
+        self.0[1]
+    }
+}
+
+/// What [`Walk::replays`] found different between the records it read and the walk's,
+/// accumulated in one SSE register: one load, one xor and one or per record.
+#[cfg(target_arch = "x86_64")]
+struct Difference(std::arch::x86_64::__m128i);
+
+#[cfg(target_arch = "x86_64")]
+impl Difference {
+    #[inline(always)]
+    fn none() -> Self {
+        // SAFETY: SSE2 is part of every x86-64 processor.
+        Self(unsafe { std::arch::x86_64::_mm_setzero_si128() })
+    }
+
+    /// # Safety
+    /// `address..address + 16` must be mapped, readable memory.
+    #[inline(always)]
+    unsafe fn add(&mut self, address: usize, expected: &Record) {
+        use std::arch::x86_64::{
+            __m128i, _mm_load_si128, _mm_loadu_si128, _mm_or_si128, _mm_xor_si128,
+        };
+        // SAFETY: the caller's for `address`, read unaligned (only the ABI keeps records
+        // aligned); `expected` is a 16-byte-aligned `Record`. Not volatile, unlike
+        // `read_record`, so that the two words are read as one value. SSE2 is part of
+        // every x86-64 processor.
+        unsafe {
+            let now = _mm_loadu_si128(address as *const __m128i);
+            let expected = _mm_load_si128((expected as *const Record).cast());
+            self.0 = _mm_or_si128(self.0, _mm_xor_si128(now, expected));
+        }
+    }
+
+    #[inline(always)]
+    fn is_none(&self) -> bool {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_setzero_si128};
+        // SAFETY: SSE2 is part of every x86-64 processor.
+        unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(self.0, _mm_setzero_si128())) == 0xffff }
+    }
+}
+
+/// What [`Walk::replays`] found different between the records it read and the walk's.
+#[cfg(not(target_arch = "x86_64"))]
+struct Difference(usize);
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Difference {
+    #[inline(always)]
+    fn none() -> Self {
+        Self(0)
+    }
+
+    /// # Safety
+    /// `address..address + 16` must be mapped, readable memory.
+    #[inline(always)]
+    unsafe fn add(&mut self, address: usize, expected: &Record) {
+        // SAFETY: the caller's; unaligned, as only the ABI keeps records aligned.
+        let now = unsafe { (address as *const [usize; 2]).read_unaligned() };
+        self.0 |= (now[0] ^ expected.0[0]) | (now[1] ^ expected.0[1]);
+    }
+
+    #[inline(always)]
+    fn is_none(&self) -> bool {
+        self.0 == 0
+    }
 }
 
 impl Walk {
@@ -298,8 +386,9 @@ impl Walk {
         Self {
             len: 0,
             returns: [0; DEPTH],
-            records: [0; DEPTH + 1],
-            ended_at_null_return: false,
+            first: 0,
+            read: [Record::EMPTY; DEPTH],
+            records: 0,
             hash: 0,
         }
     }
@@ -309,27 +398,23 @@ impl Walk {
         &self.returns[..self.len]
     }
 
-    /// Whether a walk from `fp` now would read the same words as this one did, and so
+    /// Whether a walk from `fp` now would read the same records as this one did, and so
     /// return the same frames. The stack bounds are the thread's, as they were.
     #[inline(always)]
     fn replays(&self, fp: usize) -> bool {
-        let len = self.len;
-        if len == 0 || fp != self.records[0] {
+        if self.records == 0 || fp != self.first {
             return false;
         }
-        let mut same = true;
+        let mut address = fp;
+        let mut difference = Difference::none();
         // No early exit: the loop's loads do not wait for its comparisons.
-        for (records, &expected) in self.records[..=len].windows(2).zip(&self.returns[..len]) {
-            // SAFETY: the walk checked `records[0]` to be inside this thread's stack,
-            // which stays mapped as long as the thread lives.
-            let (next, ret) = unsafe { read_record(records[0]) };
-            same &= (next == records[1]) & (ret == expected);
+        for record in &self.read[..self.records] {
+            // SAFETY: the walk read this record, checked to lie inside this thread's
+            // stack, which stays mapped as long as the thread lives.
+            unsafe { difference.add(address, record) };
+            address = record.saved_frame_pointer();
         }
-        if self.ended_at_null_return {
-            // SAFETY: as above; the walk read this record too.
-            same &= unsafe { read_record(self.records[len]) }.1 == 0;
-        }
-        same
+        difference.is_none()
     }
 
     /// Follows saved frame pointers from `fp`, hashing as it goes. Every frame pointer
@@ -338,15 +423,16 @@ impl Walk {
     /// instead of reading wild memory.
     #[inline(always)]
     fn walk(&mut self, mut fp: usize) {
-        const RECORD: usize = 2 * size_of::<usize>();
+        const RECORD: usize = size_of::<Record>();
         const ALIGN_BITS: u32 = size_of::<usize>().trailing_zeros();
         let (low, high) = stack_bounds();
         let low = low.next_multiple_of(size_of::<usize>());
         let mut hash = StackHash::new();
-        // The length stays in a register: through `self`, each store of a frame might
-        // alias it, and the walk would wait on memory for every frame.
+        self.first = fp;
+        // The counts stay in registers: through `self`, each store of a frame might
+        // alias them, and the walk would wait on memory for every frame.
         let mut len = 0;
-        self.ended_at_null_return = false;
+        let mut records = 0;
         // Unknown bounds are (0, 0): no walk.
         if let Some(span) = high.saturating_sub(low).checked_sub(RECORD) {
             // One comparison per frame checks both bounds and the alignment: `fp - low`
@@ -356,24 +442,24 @@ impl Walk {
             while len < DEPTH && fp.wrapping_sub(low).rotate_right(ALIGN_BITS) <= limit {
                 // SAFETY: `fp..fp + 16` lies inside this thread's mapped stack (checked
                 // above).
-                let (next, ret) = unsafe { read_record(fp) };
-                self.records[len] = fp;
+                let record = unsafe { read_record(fp) };
+                self.read[records] = record;
+                records += 1;
+                let (next, ret) = (record.saved_frame_pointer(), record.return_address());
                 if ret == 0 {
-                    self.ended_at_null_return = true;
                     break;
                 }
                 self.returns[len] = ret;
                 hash.add(len, ret);
                 len += 1;
                 if next <= fp {
-                    fp = next;
                     break;
                 }
                 fp = next;
             }
         }
-        self.records[len] = fp;
         self.len = len;
+        self.records = records;
         self.hash = hash.finish(len);
     }
 }
@@ -383,11 +469,11 @@ impl Walk {
 /// # Safety
 /// `fp..fp + 16` must be mapped, readable memory.
 #[inline(always)]
-unsafe fn read_record(fp: usize) -> (usize, usize) {
+unsafe fn read_record(fp: usize) -> Record {
     let record = fp as *const usize;
     // SAFETY: the caller's. Volatile: these words belong to other frames, not to any
     // Rust object.
-    unsafe { (record.read_volatile(), record.add(1).read_volatile()) }
+    unsafe { Record([record.read_volatile(), record.add(1).read_volatile()]) }
 }
 
 #[cfg(test)]
@@ -450,7 +536,7 @@ mod tests {
             .iter()
             .map(|call| {
                 let replayed = call(&mut last);
-                starts.push(last.records[0]);
+                starts.push(last.first);
                 replayed
             })
             .collect();
