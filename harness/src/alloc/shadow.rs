@@ -4,9 +4,9 @@
 //! Small blocks are most of a heap's blocks, and the ones allocated and freed in tight
 //! loops. In a hash table larger than the cache, each of them costs a cache miss when it
 //! is allocated and another when it is freed, because its slot is random. Here the tag of
-//! the block at address `a` is one word at offset `a / 16` of a sparse map. Blocks that
-//! the allocator hands out one after another from one slab have their tags side by side,
-//! so a loop touches one cache line per eight blocks of 16 bytes. No lock is needed
+//! the block at address `a` is the 4-byte word at offset `a / 16` of a sparse map. Blocks
+//! that the allocator hands out one after another from one slab have their tags side by
+//! side, so a loop touches one cache line per sixteen blocks of 16 bytes. No lock is needed
 //! either: a tag is only ever written by the thread that owns its block.
 //!
 //! Only blocks at 16-byte-aligned addresses live here, so that no two share a granule
@@ -14,17 +14,17 @@
 //! the address and size alone, so a block is looked for where it was put.
 //!
 //! Layout: a directory with one slot per 64 MiB of address space points at leaves. A
-//! leaf holds the tags of its 64 MiB (one `u64` per 16-byte granule, mapped without
+//! leaf holds the tags of its 64 MiB (one [`Tag`] per 16-byte granule, mapped without
 //! reserving memory, paid for only where written), then a bitmap of its 64 KiB chunks of
 //! tags that were ever written, so counting and clearing read only those.
 //!
-//! Cost: up to half a byte of tags per byte of heap holding tracked blocks, which is why
+//! Cost: up to a quarter byte of tags per byte of heap holding tracked blocks, which is why
 //! only blocks up to [`MAX_SIZE`] live here. The hash table costs 32 to 64 bytes per
 //! block, whatever its size, so it keeps the larger ones.
 
 use std::ptr::null_mut;
 use std::sync::atomic::{
-    AtomicPtr, AtomicU64, AtomicUsize,
+    AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -49,36 +49,47 @@ const ADDRESS_BITS: u32 = 48;
 const DIRECTORY_SLOTS: usize = 1 << (ADDRESS_BITS - LEAF_SHIFT);
 const TAGS_PER_LEAF: usize = 1 << (LEAF_SHIFT - GRANULE_SHIFT);
 /// Tags per chunk of the written-chunks bitmap: 64 KiB of tags, page-aligned.
-const TAGS_PER_CHUNK: usize = (64 << 10) / size_of::<u64>();
+const TAGS_PER_CHUNK: usize = (64 << 10) / size_of::<Tag>();
 const CHUNKS_PER_LEAF: usize = TAGS_PER_LEAF / TAGS_PER_CHUNK;
 const BITMAP_WORDS: usize = CHUNKS_PER_LEAF / 64;
-const LEAF_WORDS: usize = TAGS_PER_LEAF + BITMAP_WORDS;
+/// Bytes of a leaf's tags, which its bitmap follows.
+const TAG_BYTES: usize = TAGS_PER_LEAF * size_of::<Tag>();
+const LEAF_BYTES: usize = TAG_BYTES + BITMAP_WORDS * size_of::<u64>();
 /// Leaves a shadow can have: 256 GiB of address space holding small tracked blocks.
 const MAX_LEAVES: usize = 4096;
 
+/// A block's tag: what the shadow keeps of it, never 0 (which marks no block).
+pub(crate) type Tag = u32;
+
 /// A leaf: `TAGS_PER_LEAF` tags, then `BITMAP_WORDS` words of written-chunk bits.
 #[derive(Clone, Copy)]
-struct Leaf(*mut AtomicU64);
+struct Leaf(*mut u8);
 
 impl Leaf {
-    fn word(self, index: usize) -> &'static AtomicU64 {
-        debug_assert!(index < LEAF_WORDS);
-        // SAFETY: a leaf is a never-unmapped zeroed mapping of LEAF_WORDS words, accessed
-        // only through atomics (all zeroes is a valid `AtomicU64`).
-        unsafe { &*self.0.add(index) }
+    fn tag_at(self, index: usize) -> &'static AtomicU32 {
+        debug_assert!(index < TAGS_PER_LEAF);
+        // SAFETY: a leaf is a never-unmapped zeroed mapping of LEAF_BYTES bytes, aligned
+        // to a page and accessed only through atomics (all zeroes is a valid atomic).
+        unsafe { &*self.0.add(index * size_of::<Tag>()).cast() }
     }
 
-    fn tag(self, address: usize) -> &'static AtomicU64 {
-        self.word(tag_index(address))
+    fn bitmap_word(self, chunk: usize) -> &'static AtomicU64 {
+        debug_assert!(chunk < CHUNKS_PER_LEAF);
+        // SAFETY: as in `tag_at`; the bitmap follows the tags, 8-byte aligned.
+        unsafe { &*self.0.add(TAG_BYTES + chunk / 64 * size_of::<u64>()).cast() }
+    }
+
+    fn tag(self, address: usize) -> &'static AtomicU32 {
+        self.tag_at(tag_index(address))
     }
 
     fn chunk_written(self, chunk: usize) -> bool {
-        self.word(TAGS_PER_LEAF + chunk / 64).load(Relaxed) & (1 << (chunk % 64)) != 0
+        self.bitmap_word(chunk).load(Relaxed) & (1 << (chunk % 64)) != 0
     }
 
     #[inline(always)]
     fn mark_written(self, chunk: usize) {
-        let word = self.word(TAGS_PER_LEAF + chunk / 64);
+        let word = self.bitmap_word(chunk);
         let bit = 1 << (chunk % 64);
         // Read first: the bit is almost always set already, and a plain load keeps the
         // line shared between threads.
@@ -88,11 +99,11 @@ impl Leaf {
     }
 
     /// Calls `f(tag index, tag)` for each tag set in a written chunk.
-    fn for_each_tag(self, mut f: impl FnMut(usize, u64)) {
+    fn for_each_tag(self, mut f: impl FnMut(usize, Tag)) {
         for chunk in (0..CHUNKS_PER_LEAF).filter(|&c| self.chunk_written(c)) {
             let first = chunk * TAGS_PER_CHUNK;
             for index in first..first + TAGS_PER_CHUNK {
-                let tag = self.word(index).load(Relaxed);
+                let tag = self.tag_at(index).load(Relaxed);
                 if tag != 0 {
                     f(index, tag);
                 }
@@ -108,9 +119,9 @@ fn tag_index(address: usize) -> usize {
 /// The shadow: a directory of leaves and the list of leaves installed so far.
 pub(crate) struct Shadow {
     /// `DIRECTORY_SLOTS` leaf pointers, mapped by [`Shadow::prepare`]; null until then.
-    directory: AtomicPtr<AtomicPtr<AtomicU64>>,
+    directory: AtomicPtr<AtomicPtr<u8>>,
     /// Installed leaves, in order, with the first address each covers.
-    leaves: [AtomicPtr<AtomicU64>; MAX_LEAVES],
+    leaves: [AtomicPtr<u8>; MAX_LEAVES],
     bases: [AtomicUsize; MAX_LEAVES],
     /// Leaves published in `leaves` (written under the lock, read without it).
     installed: AtomicUsize,
@@ -143,7 +154,7 @@ impl Shadow {
         }
     }
 
-    fn directory_slot(&self, address: usize) -> Option<&AtomicPtr<AtomicU64>> {
+    fn directory_slot(&self, address: usize) -> Option<&AtomicPtr<u8>> {
         if address >> ADDRESS_BITS != 0 {
             return None;
         }
@@ -157,7 +168,7 @@ impl Shadow {
     /// Returns `false`, storing nothing, when the shadow cannot hold it: not prepared, an
     /// address out of range, or no memory for a new leaf.
     #[inline]
-    pub(crate) fn insert(&self, address: usize, tag: u64) -> bool {
+    pub(crate) fn insert(&self, address: usize, tag: Tag) -> bool {
         debug_assert_ne!(tag, 0);
         debug_assert!(address.trailing_zeros() >= GRANULE_SHIFT);
         let Some(slot) = self.directory_slot(address) else {
@@ -173,13 +184,13 @@ impl Shadow {
         let leaf = Leaf(leaf);
         let index = tag_index(address);
         leaf.mark_written(index / TAGS_PER_CHUNK);
-        leaf.word(index).store(tag, Relaxed);
+        leaf.tag_at(index).store(tag, Relaxed);
         true
     }
 
     /// Removes and returns the tag of the block at `address`, if it has one.
     #[inline]
-    pub(crate) fn remove(&self, address: usize) -> Option<u64> {
+    pub(crate) fn remove(&self, address: usize) -> Option<Tag> {
         let leaf = self.directory_slot(address)?.load(Acquire);
         if leaf.is_null() {
             return None;
@@ -207,12 +218,12 @@ impl Shadow {
         let index = tag_index(address);
         // A chunk never written holds no tag; writing it would only cost a page.
         if leaf.chunk_written(index / TAGS_PER_CHUNK) {
-            leaf.word(index).store(0, Relaxed);
+            leaf.tag_at(index).store(0, Relaxed);
         }
     }
 
     #[cold]
-    fn install_leaf(&self, slot: &AtomicPtr<AtomicU64>, address: usize) -> Option<*mut AtomicU64> {
+    fn install_leaf(&self, slot: &AtomicPtr<u8>, address: usize) -> Option<*mut u8> {
         // Once per 64 MiB of address space: a lock keeps the list and directory in step.
         let _installing = self.install.lock();
         let existing = slot.load(Acquire);
@@ -223,9 +234,7 @@ impl Shadow {
         if count == MAX_LEAVES {
             return None;
         }
-        let leaf = map_sparse(LEAF_WORDS * size_of::<u64>())?
-            .as_ptr()
-            .cast::<AtomicU64>();
+        let leaf = map_sparse(LEAF_BYTES)?.as_ptr();
         self.leaves[count].store(leaf, Relaxed);
         self.bases[count].store(address & !((1 << LEAF_SHIFT) - 1), Relaxed);
         self.installed.store(count + 1, Release);
@@ -244,7 +253,7 @@ impl Shadow {
     }
 
     /// Calls `f(address, tag)` for every tagged block.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, u64)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, Tag)) {
         for (base, leaf) in self.installed_leaves() {
             leaf.for_each_tag(|index, tag| f(base + (index << GRANULE_SHIFT), tag));
         }
@@ -267,7 +276,7 @@ impl Shadow {
                     .count()
             })
             .sum();
-        chunks * TAGS_PER_CHUNK * size_of::<u64>()
+        chunks * TAGS_PER_CHUNK * size_of::<Tag>()
     }
 
     /// Drops every tag and gives the memory back. For use when nothing is recording: a
@@ -277,11 +286,11 @@ impl Shadow {
     pub(crate) fn clear(&self) {
         for (_, leaf) in self.installed_leaves() {
             for chunk in 0..CHUNKS_PER_LEAF {
-                let word = leaf.word(TAGS_PER_LEAF + chunk / 64);
+                let word = leaf.bitmap_word(chunk);
                 let bit = 1 << (chunk % 64);
                 if word.fetch_and(!bit, Relaxed) & bit != 0 {
-                    let first = leaf.word(chunk * TAGS_PER_CHUNK).as_ptr();
-                    release_pages(first.cast(), TAGS_PER_CHUNK * size_of::<u64>());
+                    let first = leaf.tag_at(chunk * TAGS_PER_CHUNK).as_ptr();
+                    release_pages(first.cast(), TAGS_PER_CHUNK * size_of::<Tag>());
                 }
             }
         }
@@ -305,7 +314,7 @@ mod tests {
     fn neighbouring_blocks_keep_their_own_tags() {
         let shadow = shadow();
         for i in 0..100 {
-            assert!(shadow.insert(BASE + i * 16, i as u64 + 1));
+            assert!(shadow.insert(BASE + i * 16, i as Tag + 1));
         }
         assert_eq!(shadow.remove(BASE + 16), Some(2));
         assert_eq!(shadow.remove(BASE + 16), None, "removed once");
@@ -326,7 +335,7 @@ mod tests {
             BASE + (5 << LEAF_SHIFT) - 16,
         ];
         for (i, &address) in addresses.iter().enumerate() {
-            assert!(shadow.insert(address, 10 + i as u64));
+            assert!(shadow.insert(address, 10 + i as Tag));
         }
         let mut found = Vec::new();
         shadow.for_each(|address, tag| found.push((address, tag)));
@@ -335,7 +344,7 @@ mod tests {
             found,
             vec![(addresses[0], 10), (addresses[1], 11), (addresses[2], 12)]
         );
-        assert_eq!(shadow.footprint(), 3 * TAGS_PER_CHUNK * 8);
+        assert_eq!(shadow.footprint(), 3 * TAGS_PER_CHUNK * size_of::<Tag>());
     }
 
     #[test]

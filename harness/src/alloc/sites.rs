@@ -7,19 +7,25 @@
 //!
 //! Blocks of up to [`shadow::MAX_SIZE`] bytes at 16-byte-aligned addresses are tagged in
 //! the [`shadow`]: a map indexed by address, where blocks allocated together have their
-//! tags together and no lock is taken. Other blocks go in the live-block table, split into shards by address, each an
-//! open-addressing table under its own spin lock, so two threads rarely meet: 16 bytes per
-//! live block at a load factor between 0.25 and 0.5, so 32 to 64 bytes of bookkeeping per
-//! tracked block and short probe sequences. The site interner sits behind a per-thread
-//! cache of recently seen stack hashes, so a hot site costs no lock at all. All of it lives
-//! in `mmap`ed memory (see `raw`), invisible to the heap counters.
+//! tags together and no lock is taken. A tag is 4 bytes: the block's size and a context
+//! id, which names the (site, iteration) pair; each thread caches the contexts of the
+//! current iteration beside the sites. Other blocks go in the live-block table, split
+//! into shards by address, each an open-addressing table under its own spin lock, so two
+//! threads rarely meet: 16 bytes per live block at a load factor between 0.25 and 0.5,
+//! so 32 to 64 bytes of bookkeeping per tracked block and short probe sequences. The site
+//! interner sits behind a per-thread cache of recently seen stack hashes, so a hot site
+//! costs no lock at all. All of it lives in `mmap`ed memory (see `raw`), invisible to
+//! the heap counters.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use super::peak;
-use super::raw::{MmapBuf, SpinLock, Zeroable};
-use super::shadow::{self, Shadow};
+use super::raw::{MmapBuf, SpinLock, Zeroable, map_sparse, release_pages};
+use super::shadow::{self, Shadow, Tag};
 #[cfg(test)]
 use super::stack::StackHash;
 use super::stack::{self, DEPTH, Frames};
@@ -34,7 +40,22 @@ pub(crate) enum Heap {
     C,
 }
 
-static ITERATION: AtomicU32 = AtomicU32::new(0);
+/// The recording's stamp: the iteration new blocks are tagged with in the low half, and
+/// in the high half a generation that [`clear`] moves on, as it forgets every context.
+/// Threads cache contexts for one stamp.
+static STAMP: AtomicU64 = AtomicU64::new(0);
+
+/// The iteration of a [`STAMP`].
+#[inline(always)]
+fn iteration_of(stamp: u64) -> u32 {
+    stamp as u32
+}
+
+/// Sets the iteration in [`STAMP`]; only the runner's thread does.
+fn stamp_iteration(iteration: u32) {
+    let generation = STAMP.load(Relaxed) >> 32;
+    STAMP.store(generation << 32 | u64::from(iteration), Relaxed);
+}
 
 /// A site id that names no site (the interner ran out of memory).
 const NO_SITE: u32 = u32::MAX;
@@ -55,11 +76,12 @@ pub(crate) fn table_in_use() -> bool {
 pub fn start(iteration: u32) -> stack::Method {
     let method = stack::detect();
     SHADOW.prepare();
+    prepare_contexts();
     // Nothing records now: tags a racing allocation left behind at the last `clear`
     // must not pass for this recording's survivors.
     SHADOW.clear();
     SHADOW_DECLINED.store(false, Relaxed);
-    ITERATION.store(iteration, Relaxed);
+    stamp_iteration(iteration);
     // Frees look for entries everywhere before any thread makes one: a block tagged on
     // one thread and freed on another must not leave its tag behind. Each thread gets
     // its copy of the mode in turn, so one step would not ensure it.
@@ -70,7 +92,7 @@ pub fn start(iteration: u32) -> stack::Method {
 
 /// Tags blocks allocated from now on with `iteration`.
 pub(crate) fn set_iteration(iteration: u32) {
-    ITERATION.store(iteration, Relaxed);
+    stamp_iteration(iteration);
 }
 
 /// Stops tagging new blocks; blocks already tagged stay in the table until freed.
@@ -90,6 +112,9 @@ pub fn clear() {
     SHADOW.clear();
     SHADOW_DECLINED.store(false, Relaxed);
     C_BLOCKS.store(0, Relaxed);
+    // No tag names a context now. Threads see the new generation and forget theirs.
+    CONTEXTS.lock().clear(CONTEXT_PAIRS.load(Acquire));
+    STAMP.fetch_add(1 << 32, Relaxed);
     set_mode(TABLE_IN_USE, false);
 }
 
@@ -100,13 +125,15 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
         return;
     };
     prefetch(address, size);
-    let site = current_site();
-    enter(LiveBlock::new(
+    let stamp = STAMP.load(Relaxed);
+    let (site, context) = stack::capture(|frames, hash| rust_site(frames, hash, stamp));
+    enter(
         address as usize,
         size,
         site,
-        ITERATION.load(Relaxed),
-    ));
+        iteration_of(stamp),
+        Some(context),
+    );
 }
 
 /// Removes a freed block's entry, if it has one. Called while [`table_in_use`].
@@ -129,26 +156,34 @@ static SHADOW: Shadow = Shadow::new();
 /// take it: only then must such a block missing from the shadow be looked for there.
 static SHADOW_DECLINED: AtomicBool = AtomicBool::new(false);
 
-/// Enters a block in the shadow or, when it is large or the shadow declines, the table.
+/// Enters a block in the shadow, under `context` (`None`: to be looked up; 0: none to
+/// be had), or, when it is large or the shadow declines, in the table.
 #[inline(always)]
-fn enter(block: LiveBlock) {
-    let size = block.size();
-    let suits = shadow::suits(block.address, size as usize);
-    if !(suits && SHADOW.insert(block.address, block.packed)) {
-        if suits {
-            SHADOW_DECLINED.store(true, Relaxed);
+fn enter(address: usize, size: usize, site: u32, iteration: u32, context: Option<u32>) {
+    if shadow::suits(address, size) {
+        let context = context.unwrap_or_else(|| context_id(site, iteration));
+        if context != 0 && SHADOW.insert(address, shadow_tag(context, size)) {
+            peak::add(site, size as u64);
+            return;
         }
-        shard_of(block.address).lock().insert(block);
+        SHADOW_DECLINED.store(true, Relaxed);
     }
-    // The stored size, so the subtraction at free matches (large sizes are rounded).
-    peak::add(block.site(), size);
+    enter_in_table(LiveBlock::new(address, size, site, iteration));
+}
+
+#[inline(never)]
+fn enter_in_table(block: LiveBlock) {
+    shard_of(block.address).lock().insert(block);
+    // The stored size and site, so the subtraction at free matches (large sizes are
+    // rounded, sites beyond the packed field are none).
+    peak::add(block.site(), block.size());
 }
 
 /// Takes the entry of a `size`-byte block out of wherever [`enter`] put it.
 fn withdraw(address: usize, size: usize) -> Option<LiveBlock> {
     let removed = if shadow::suits(address, size) {
         match SHADOW.remove(address) {
-            Some(packed) => Some(LiveBlock { address, packed }),
+            Some(tag) => Some(untag(address, tag)),
             None if SHADOW_DECLINED.load(Relaxed) => shard_of(address).lock().remove(address),
             None => None,
         }
@@ -175,7 +210,13 @@ pub(crate) fn take(address: *mut u8, size: usize) -> Taken {
 /// Puts an entry back after a failed `realloc` left the block where it was.
 pub(crate) fn restore(taken: Taken) {
     if let Some(block) = taken.0 {
-        enter(block);
+        enter(
+            block.address,
+            block.size() as usize,
+            block.site(),
+            block.iteration(),
+            None,
+        );
     }
 }
 
@@ -186,36 +227,75 @@ pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
     if recording() {
         on_alloc(new, new_size);
     } else if let Some(block) = taken.0 {
-        enter(LiveBlock::new(
+        enter(
             new as usize,
             new_size,
             block.site(),
             block.iteration(),
-        ));
+            None,
+        );
     }
 }
 
-fn current_site() -> u32 {
-    stack::capture(|frames, hash| site_of(frames, hash, Heap::Rust))
-}
-
-/// The site of a captured stack: from this thread's cache when it saw the stack lately.
+/// The site of a captured Rust stack and its context in the iteration of `stamp`: from
+/// this thread's cache when it saw the stack lately in that iteration.
 #[inline(always)]
-fn site_of(frames: &[usize], hash: u64, heap: Heap) -> u32 {
-    match SITE_CACHE.with(|cache| cache.get(hash)) {
-        Some(site) => site,
-        None => intern(frames, hash, heap),
-    }
+fn rust_site(frames: &[usize], hash: u64, stamp: u64) -> (u32, u32) {
+    SITE_CACHE.with(|cache| {
+        // SAFETY: the cache is thread-local and only touched under the allocator's
+        // reentrancy guard, so no other reference to it exists meanwhile.
+        let cache = unsafe { &mut *cache.get() };
+        if cache.stamp != stamp {
+            cache.forget_contexts(stamp);
+        }
+        let slot = &mut cache.slots[hash as usize % CACHE_SLOTS];
+        if slot.hash == hash && slot.context != 0 {
+            (slot.site, slot.context)
+        } else {
+            fill(slot, frames, hash, iteration_of(stamp))
+        }
+    })
 }
 
+/// Fills a cache slot with the site of a Rust stack and its context in `iteration`.
 #[cold]
 #[inline(never)]
-fn intern(frames: &[usize], hash: u64, heap: Heap) -> u32 {
-    let site = INTERNER.lock().intern(hash, frames, heap);
+fn fill(slot: &mut CachedSite, frames: &[usize], hash: u64, iteration: u32) -> (u32, u32) {
+    let site = if slot.hash == hash {
+        slot.site
+    } else {
+        INTERNER.lock().intern(hash, frames, Heap::Rust)
+    };
+    let context = context_id(site, iteration);
     if site != NO_SITE {
-        SITE_CACHE.with(|cache| cache.put(hash, site));
+        *slot = CachedSite {
+            hash,
+            site,
+            context,
+        };
     }
-    site
+    (site, context)
+}
+
+/// The site of a captured C stack: from this thread's cache when it saw the stack lately.
+#[cfg(feature = "jemalloc")]
+fn c_site(frames: &[usize], hash: u64) -> u32 {
+    SITE_CACHE.with(|cache| {
+        // SAFETY: as in `rust_site`.
+        let slot = unsafe { &mut (*cache.get()).slots[hash as usize % CACHE_SLOTS] };
+        if slot.hash == hash {
+            return slot.site;
+        }
+        let site = INTERNER.lock().intern(hash, frames, Heap::C);
+        if site != NO_SITE {
+            *slot = CachedSite {
+                hash,
+                site,
+                context: 0,
+            };
+        }
+        site
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -232,11 +312,11 @@ pub(crate) fn on_c_alloc(address: usize, size: usize) {
     };
     let mut frames = Frames::new();
     let hash = stack::capture_dwarf(&mut frames);
-    let site = site_of(frames.as_slice(), hash, Heap::C);
+    let site = c_site(frames.as_slice(), hash);
     if site == NO_SITE {
         return; // Out of memory for bookkeeping: the block goes untracked.
     }
-    let block = LiveBlock::new(address, size, site, ITERATION.load(Relaxed));
+    let block = LiveBlock::new(address, size, site, iteration_of(STAMP.load(Relaxed)));
     shard_of(address).lock().insert(block);
     C_BLOCKS.fetch_add(1, Relaxed);
 }
@@ -291,25 +371,188 @@ pub(crate) fn on_c_resize(address: usize, size: usize) {
 
 const CACHE_SLOTS: usize = 256;
 
-/// A direct-mapped cache from stack hash to site id, private to one thread.
-struct SiteCache(UnsafeCell<[(u64, u32); CACHE_SLOTS]>);
+/// A stack's hash, its site, and the site's context in the cache's stamp (0: not yet).
+#[derive(Clone, Copy)]
+struct CachedSite {
+    hash: u64,
+    site: u32,
+    context: u32,
+}
+
+/// A direct-mapped cache from stack hash to site id and context, private to one thread.
+struct SiteCache {
+    slots: [CachedSite; CACHE_SLOTS],
+    /// The [`STAMP`] the contexts are for.
+    stamp: u64,
+}
 
 impl SiteCache {
-    fn get(&self, hash: u64) -> Option<u32> {
-        // SAFETY: the cache is thread-local and only touched under the allocator's
-        // reentrancy guard, so no other reference to it exists during this read.
-        let slot = unsafe { (*self.0.get())[hash as usize % CACHE_SLOTS] };
-        (slot.0 == hash).then_some(slot.1)
-    }
-
-    fn put(&self, hash: u64, site: u32) {
-        // SAFETY: as in `get`.
-        unsafe { (*self.0.get())[hash as usize % CACHE_SLOTS] = (hash, site) };
+    /// Starts caching contexts for `stamp`: once per iteration and thread.
+    #[cold]
+    fn forget_contexts(&mut self, stamp: u64) {
+        for slot in &mut self.slots {
+            slot.context = 0;
+        }
+        self.stamp = stamp;
     }
 }
 
 thread_local! {
-    static SITE_CACHE: SiteCache = const { SiteCache(UnsafeCell::new([(0, 0); CACHE_SLOTS])) };
+    static SITE_CACHE: UnsafeCell<SiteCache> = const {
+        UnsafeCell::new(SiteCache {
+            slots: [CachedSite { hash: 0, site: 0, context: 0 }; CACHE_SLOTS],
+            stamp: 0,
+        })
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Contexts: the (site, iteration) pairs that shadow tags name by id, so that a tag fits
+// in 4 bytes. A thread looks a pair up once per site and iteration; the cache above keeps
+// the id.
+
+/// Bits of a shadow tag holding the block's size less one: sizes 1 to [`shadow::MAX_SIZE`].
+const TAG_SIZE_BITS: u32 = shadow::MAX_SIZE.ilog2();
+/// Context ids, 1 and up (a tag is never 0), that fit in a tag beside the size.
+const MAX_CONTEXTS: usize = 1 << (Tag::BITS - TAG_SIZE_BITS);
+const _: () = assert!(shadow::MAX_SIZE == 1 << TAG_SIZE_BITS);
+
+/// The tag of a block of `size` bytes (1 to [`shadow::MAX_SIZE`]) under `context` (not 0).
+#[inline(always)]
+fn shadow_tag(context: u32, size: usize) -> Tag {
+    context << TAG_SIZE_BITS | (size - 1) as Tag
+}
+
+/// The entry of the block at `address` that `tag` describes.
+fn untag(address: usize, tag: Tag) -> LiveBlock {
+    let size = (tag & ((1 << TAG_SIZE_BITS) - 1)) as usize + 1;
+    let pair = context_pair(tag >> TAG_SIZE_BITS);
+    LiveBlock::new(address, size, (pair >> 32) as u32, pair as u32)
+}
+
+/// Pairs by context id, `site << 32 | iteration`, in a mapping made once and never
+/// moved, so that tags are read without a lock.
+static CONTEXT_PAIRS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Maps [`CONTEXT_PAIRS`] (256 MiB of address space, memory only as ids are used).
+/// Called before recording starts, not from inside the allocator; until it succeeds,
+/// no context is given, and small blocks go to the table.
+fn prepare_contexts() {
+    let _contexts = CONTEXTS.lock();
+    if CONTEXT_PAIRS.load(Relaxed).is_null()
+        && let Some(map) = map_sparse(MAX_CONTEXTS * size_of::<u64>())
+    {
+        CONTEXT_PAIRS.store(map.as_ptr().cast(), Release);
+    }
+}
+
+/// The pair of context `id` (below [`MAX_CONTEXTS`]).
+fn context_pair(id: u32) -> u64 {
+    let pairs = CONTEXT_PAIRS.load(Acquire);
+    if pairs.is_null() {
+        return 0;
+    }
+    // SAFETY: a tag's id is below MAX_CONTEXTS, the mapping's length; it is never
+    // unmapped, and only accessed through atomics.
+    unsafe { &*pairs.add(id as usize) }.load(Relaxed)
+}
+
+/// The context id of (`site`, `iteration`), or 0 when no more can be given.
+fn context_id(site: u32, iteration: u32) -> u32 {
+    let pairs = CONTEXT_PAIRS.load(Acquire);
+    if pairs.is_null() {
+        return 0;
+    }
+    CONTEXTS
+        .lock()
+        .intern(pairs, u64::from(site) << 32 | u64::from(iteration))
+}
+
+/// The index of the contexts given: an open-addressing table of ids, keyed by pair.
+struct Contexts {
+    index: MmapBuf<u32>,
+    /// Ids given so far (id 0 is none).
+    given: usize,
+}
+
+// SAFETY: an integer; 0 marks an empty slot.
+unsafe impl Zeroable for u32 {}
+
+static CONTEXTS: SpinLock<Contexts> = SpinLock::new(Contexts {
+    index: MmapBuf::empty(),
+    given: 1,
+});
+
+impl Contexts {
+    fn intern(&mut self, pairs: *mut AtomicU64, pair: u64) -> u32 {
+        // SAFETY: ids in the index are below MAX_CONTEXTS, the mapping's length.
+        let pair_of = |id: u32| unsafe { &*pairs.add(id as usize) };
+        if let Some(id) = self.find(|id| pair_of(id).load(Relaxed) == pair, pair) {
+            return id;
+        }
+        if self.given == MAX_CONTEXTS
+            || ((self.given + 1) * 2 > self.index.capacity() && !self.grow_index(pair_of))
+        {
+            return 0;
+        }
+        let id = self.given as u32;
+        pair_of(id).store(pair, Relaxed);
+        self.given += 1;
+        place(self.index.as_mut_slice(), id, pair);
+        id
+    }
+
+    /// The id whose pair is `pair` (`is_pair` says whether an id's is).
+    fn find(&self, is_pair: impl Fn(u32) -> bool, pair: u64) -> Option<u32> {
+        let slots = self.index.as_slice();
+        if slots.is_empty() {
+            return None;
+        }
+        let mask = slots.len() - 1;
+        let mut at = pair_slot(pair, mask);
+        loop {
+            match slots[at] {
+                0 => return None,
+                id if is_pair(id) => return Some(id),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    fn grow_index(&mut self, pair_of: impl Fn(u32) -> &'static AtomicU64) -> bool {
+        let Some(mut bigger) = MmapBuf::<u32>::zeroed((self.index.capacity() * 2).max(1024)) else {
+            return false;
+        };
+        for &id in self.index.as_slice().iter().filter(|&&id| id != 0) {
+            place(bigger.as_mut_slice(), id, pair_of(id).load(Relaxed));
+        }
+        self.index = bigger;
+        true
+    }
+
+    /// Forgets every id, and gives back the memory of their pairs.
+    fn clear(&mut self, pairs: *mut AtomicU64) {
+        if !pairs.is_null() {
+            // The kernel rounds the length up to whole pages.
+            release_pages(pairs.cast(), self.given * size_of::<u64>());
+        }
+        self.index = MmapBuf::empty();
+        self.given = 1;
+    }
+}
+
+fn pair_slot(pair: u64, mask: usize) -> usize {
+    (pair.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
+}
+
+/// Puts `id`, whose pair is `pair`, in the first free slot from its home.
+fn place(slots: &mut [u32], id: u32, pair: u64) {
+    let mask = slots.len() - 1;
+    let mut at = pair_slot(pair, mask);
+    while slots[at] != 0 {
+        at = (at + 1) & mask;
+    }
+    slots[at] = id;
 }
 
 #[derive(Clone, Copy)]
@@ -695,8 +938,8 @@ pub(crate) fn survivors(measured: u32, heap: Heap) -> (Vec<SiteSurvivors>, u32) 
     blocks.retain(|b| is_c(b.0) == (heap == Heap::C));
     // No lock is held here, so growing `blocks` is safe. The shadow holds Rust blocks only.
     if heap == Heap::Rust {
-        SHADOW.for_each(|address, packed| {
-            let block = LiveBlock { address, packed };
+        SHADOW.for_each(|address, tag| {
+            let block = untag(address, tag);
             blocks.push((block.site(), block.iteration(), block.size()));
         });
     }
@@ -735,7 +978,7 @@ pub(crate) fn survivors(measured: u32, heap: Heap) -> (Vec<SiteSurvivors>, u32) 
 }
 
 /// Bookkeeping memory: `(tagged blocks, bytes of the live-block table and the shadow,
-/// bytes of the site interner)`.
+/// bytes of the site interner and the contexts)`.
 pub fn bookkeeping() -> (usize, usize, usize) {
     let (mut blocks, mut table) = (SHADOW.count(), SHADOW.footprint());
     for shard in &LIVE {
@@ -743,10 +986,14 @@ pub fn bookkeeping() -> (usize, usize, usize) {
         blocks += shard.len;
         table += shard.slots.capacity() * size_of::<LiveBlock>();
     }
+    let contexts = {
+        let contexts = CONTEXTS.lock();
+        contexts.index.capacity() * size_of::<u32>() + contexts.given * size_of::<u64>()
+    };
     let interner = INTERNER.lock();
     let interned = interner.index.capacity() * size_of::<IndexSlot>()
         + interner.records.capacity() * size_of::<SiteRecord>();
-    (blocks, table, interned)
+    (blocks, table, interned + contexts)
 }
 
 /// Tagged Rust blocks still live.
@@ -771,6 +1018,61 @@ mod tests {
         assert_eq!(
             (big.size(), big.site(), big.iteration()),
             (5 << 30, NO_SITE, (1 << 20) - 1)
+        );
+    }
+
+    #[test]
+    fn a_shadow_tag_holds_the_size_and_the_context_and_is_never_zero() {
+        let largest = MAX_CONTEXTS as u32 - 1;
+        for (context, size) in [(1, 1), (1, shadow::MAX_SIZE), (largest, 17), (largest, 1)] {
+            let tag = shadow_tag(context, size);
+            assert_ne!(tag, 0);
+            assert_eq!(tag >> TAG_SIZE_BITS, context);
+            assert_eq!((tag & ((1 << TAG_SIZE_BITS) - 1)) as usize + 1, size);
+        }
+    }
+
+    fn contexts() -> (Contexts, *mut AtomicU64) {
+        let pairs = map_sparse(MAX_CONTEXTS * size_of::<u64>()).expect("mapped");
+        let contexts = Contexts {
+            index: MmapBuf::empty(),
+            given: 1,
+        };
+        (contexts, pairs.as_ptr().cast())
+    }
+
+    #[test]
+    fn contexts_give_one_id_per_pair_until_cleared() {
+        let (mut contexts, pairs) = contexts();
+        let pair = |i: u64| ((i % 50) << 32) | (i / 50);
+        let ids: Vec<u32> = (0..5000).map(|i| contexts.intern(pairs, pair(i))).collect();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 5000);
+        assert!(!distinct.contains(&0));
+        let again: Vec<u32> = (0..5000).map(|i| contexts.intern(pairs, pair(i))).collect();
+        assert_eq!(ids, again);
+        for (i, &id) in ids.iter().enumerate() {
+            // SAFETY: ids are below MAX_CONTEXTS, the mapping's length.
+            let stored = unsafe { &*pairs.add(id as usize) }.load(Relaxed);
+            assert_eq!(stored, pair(i as u64));
+        }
+        contexts.clear(pairs);
+        assert_eq!(contexts.intern(pairs, pair(4999)), 1, "ids start over");
+    }
+
+    #[test]
+    fn contexts_run_out_at_the_last_id_a_tag_can_hold() {
+        let (mut contexts, pairs) = contexts();
+        let first = contexts.intern(pairs, 7);
+        contexts.given = MAX_CONTEXTS - 1;
+        assert_eq!(contexts.intern(pairs, 8), MAX_CONTEXTS as u32 - 1);
+        assert_eq!(contexts.intern(pairs, 9), 0, "none left");
+        assert_eq!(
+            contexts.intern(pairs, 7),
+            first,
+            "given ones are still found"
         );
     }
 
