@@ -105,6 +105,9 @@ pub(crate) unsafe trait Zeroable: Copy {}
 // SAFETY: an integer; zero is a value like any other.
 unsafe impl Zeroable for u64 {}
 
+// SAFETY: as for `u64`.
+unsafe impl Zeroable for u32 {}
+
 /// Maps `bytes` of zeroed memory that is never unmapped, without reserving swap for it:
 /// pages cost memory only once written. For sparse, address-indexed tables, so no huge
 /// pages (one written entry would make a whole 2 MiB resident). `None` when the kernel

@@ -14,7 +14,7 @@
 //! threads rarely meet: 16 bytes per live block at a load factor between 0.25 and 0.5,
 //! so 32 to 64 bytes of bookkeeping per tracked block and short probe sequences. The site
 //! interner sits behind a per-thread cache of recently seen stack hashes, so a hot site
-//! costs no lock at all. All of it lives in `mmap`ed memory (see `raw`), invisible to
+//! costs no lock, except once per iteration for its context. All of it lives in `mmap`ed memory (see `raw`), invisible to
 //! the heap counters.
 
 use std::cell::UnsafeCell;
@@ -51,7 +51,8 @@ fn iteration_of(stamp: u64) -> u32 {
     stamp as u32
 }
 
-/// Sets the iteration in [`STAMP`]; only the runner's thread does.
+/// Sets the iteration in [`STAMP`]. Not atomic with [`clear`]'s step of the generation:
+/// the runner calls [`start`], [`set_iteration`] and [`clear`] from one thread.
 fn stamp_iteration(iteration: u32) {
     let generation = STAMP.load(Relaxed) >> 32;
     STAMP.store(generation << 32 | u64::from(iteration), Relaxed);
@@ -113,7 +114,7 @@ pub fn clear() {
     SHADOW_DECLINED.store(false, Relaxed);
     C_BLOCKS.store(0, Relaxed);
     // No tag names a context now. Threads see the new generation and forget theirs.
-    CONTEXTS.lock().clear(CONTEXT_PAIRS.load(Acquire));
+    clear_contexts();
     STAMP.fetch_add(1 << 32, Relaxed);
     set_mode(TABLE_IN_USE, false);
 }
@@ -248,31 +249,24 @@ fn rust_site(frames: &[usize], hash: u64, stamp: u64) -> (u32, u32) {
         if cache.stamp != stamp {
             cache.forget_contexts(stamp);
         }
-        let slot = &mut cache.slots[hash as usize % CACHE_SLOTS];
+        let slot = cache.slot(hash);
         if slot.hash == hash && slot.context != 0 {
             (slot.site, slot.context)
         } else {
-            fill(slot, frames, hash, iteration_of(stamp))
+            with_context(slot, frames, hash, iteration_of(stamp))
         }
     })
 }
 
-/// Fills a cache slot with the site of a Rust stack and its context in `iteration`.
+/// The site of a Rust stack and its context in `iteration`, both cached in `slot` when
+/// the slot can hold the site.
 #[cold]
 #[inline(never)]
-fn fill(slot: &mut CachedSite, frames: &[usize], hash: u64, iteration: u32) -> (u32, u32) {
-    let site = if slot.hash == hash {
-        slot.site
-    } else {
-        INTERNER.lock().intern(hash, frames, Heap::Rust)
-    };
+fn with_context(slot: &mut CachedSite, frames: &[usize], hash: u64, iteration: u32) -> (u32, u32) {
+    let site = cached_site(slot, frames, hash, Heap::Rust);
     let context = context_id(site, iteration);
-    if site != NO_SITE {
-        *slot = CachedSite {
-            hash,
-            site,
-            context,
-        };
+    if slot.hash == hash {
+        slot.context = context;
     }
     (site, context)
 }
@@ -282,20 +276,26 @@ fn fill(slot: &mut CachedSite, frames: &[usize], hash: u64, iteration: u32) -> (
 fn c_site(frames: &[usize], hash: u64) -> u32 {
     SITE_CACHE.with(|cache| {
         // SAFETY: as in `rust_site`.
-        let slot = unsafe { &mut (*cache.get()).slots[hash as usize % CACHE_SLOTS] };
-        if slot.hash == hash {
-            return slot.site;
-        }
-        let site = INTERNER.lock().intern(hash, frames, Heap::C);
-        if site != NO_SITE {
-            *slot = CachedSite {
-                hash,
-                site,
-                context: 0,
-            };
-        }
-        site
+        let slot = unsafe { &mut *cache.get() }.slot(hash);
+        cached_site(slot, frames, hash, Heap::C)
     })
+}
+
+/// The site of a stack: `slot`'s if it holds the stack's, else interned and put in
+/// `slot`, with no context yet.
+fn cached_site(slot: &mut CachedSite, frames: &[usize], hash: u64, heap: Heap) -> u32 {
+    if slot.hash == hash {
+        return slot.site;
+    }
+    let site = INTERNER.lock().intern(hash, frames, heap);
+    if site != NO_SITE {
+        *slot = CachedSite {
+            hash,
+            site,
+            context: 0,
+        };
+    }
+    site
 }
 
 // ---------------------------------------------------------------------------------------
@@ -387,6 +387,12 @@ struct SiteCache {
 }
 
 impl SiteCache {
+    /// The slot where the stack of `hash` is cached, if it is.
+    #[inline(always)]
+    fn slot(&mut self, hash: u64) -> &mut CachedSite {
+        &mut self.slots[hash as usize % CACHE_SLOTS]
+    }
+
     /// Starts caching contexts for `stamp`: once per iteration and thread.
     #[cold]
     fn forget_contexts(&mut self, stamp: u64) {
@@ -413,97 +419,146 @@ thread_local! {
 
 /// Bits of a shadow tag holding the block's size less one: sizes 1 to [`shadow::MAX_SIZE`].
 const TAG_SIZE_BITS: u32 = shadow::MAX_SIZE.ilog2();
-/// Context ids, 1 and up (a tag is never 0), that fit in a tag beside the size.
+/// One more than the largest context id a tag holds beside the size. Ids start at 1, so
+/// that a tag is never 0.
 const MAX_CONTEXTS: usize = 1 << (Tag::BITS - TAG_SIZE_BITS);
 const _: () = assert!(shadow::MAX_SIZE == 1 << TAG_SIZE_BITS);
+// A block in the shadow is added to the peak's count under its site as given, and taken
+// off under the site a `LiveBlock` keeps: the same for every site the peak counts.
+const _: () = assert!(peak::MAX_SITES < (1 << SITE_BITS) - 1);
 
 /// The tag of a block of `size` bytes (1 to [`shadow::MAX_SIZE`]) under `context` (not 0).
 #[inline(always)]
 fn shadow_tag(context: u32, size: usize) -> Tag {
-    context << TAG_SIZE_BITS | (size - 1) as Tag
+    (context << TAG_SIZE_BITS) | (size - 1) as Tag
+}
+
+/// The context id and the block size in a tag.
+fn tag_parts(tag: Tag) -> (u32, usize) {
+    (
+        tag >> TAG_SIZE_BITS,
+        (tag & ((1 << TAG_SIZE_BITS) - 1)) as usize + 1,
+    )
 }
 
 /// The entry of the block at `address` that `tag` describes.
 fn untag(address: usize, tag: Tag) -> LiveBlock {
-    let size = (tag & ((1 << TAG_SIZE_BITS) - 1)) as usize + 1;
-    let pair = context_pair(tag >> TAG_SIZE_BITS);
-    LiveBlock::new(address, size, (pair >> 32) as u32, pair as u32)
+    let (context, size) = tag_parts(tag);
+    let (site, iteration) = context_pair(context);
+    LiveBlock::new(address, size, site, iteration)
 }
 
-/// Pairs by context id, `site << 32 | iteration`, in a mapping made once and never
-/// moved, so that tags are read without a lock.
+/// [`Contexts::pairs`], for reading tags without the lock.
 static CONTEXT_PAIRS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+/// [`Contexts::next`], stored after each new pair: an id at or above it (a stale tag's,
+/// racing [`clear`]) names no pair.
+static CONTEXTS_NEXT: AtomicUsize = AtomicUsize::new(1);
+/// No context can be given (ids or memory ran out) until [`clear`]: small blocks go to
+/// the table without taking the lock first.
+static CONTEXTS_EXHAUSTED: AtomicBool = AtomicBool::new(false);
 
-/// Maps [`CONTEXT_PAIRS`] (256 MiB of address space, memory only as ids are used).
+/// Maps the contexts' pairs (256 MiB of address space, memory only as ids are used).
 /// Called before recording starts, not from inside the allocator; until it succeeds,
 /// no context is given, and small blocks go to the table.
 fn prepare_contexts() {
-    let _contexts = CONTEXTS.lock();
-    if CONTEXT_PAIRS.load(Relaxed).is_null()
+    let mut contexts = CONTEXTS.lock();
+    if contexts.pairs.is_null()
         && let Some(map) = map_sparse(MAX_CONTEXTS * size_of::<u64>())
     {
-        CONTEXT_PAIRS.store(map.as_ptr().cast(), Release);
+        contexts.pairs = map.as_ptr().cast();
+        CONTEXT_PAIRS.store(contexts.pairs, Release);
     }
 }
 
-/// The pair of context `id` (below [`MAX_CONTEXTS`]).
-fn context_pair(id: u32) -> u64 {
+/// The (site, iteration) of context `id`, or (`NO_SITE`, 0) if no such id was given.
+fn context_pair(id: u32) -> (u32, u32) {
     let pairs = CONTEXT_PAIRS.load(Acquire);
-    if pairs.is_null() {
-        return 0;
+    if pairs.is_null() || id == 0 || id as usize >= CONTEXTS_NEXT.load(Acquire) {
+        return (NO_SITE, 0);
     }
-    // SAFETY: a tag's id is below MAX_CONTEXTS, the mapping's length; it is never
-    // unmapped, and only accessed through atomics.
-    unsafe { &*pairs.add(id as usize) }.load(Relaxed)
+    // SAFETY: `id` is below MAX_CONTEXTS, the length of the mapping, which is never
+    // unmapped and only accessed through atomics (`Contexts::clear` zeroes its pages,
+    // which reads as 0).
+    let pair = unsafe { &*pairs.add(id as usize) }.load(Relaxed);
+    ((pair >> 32) as u32, pair as u32)
 }
 
 /// The context id of (`site`, `iteration`), or 0 when no more can be given.
 fn context_id(site: u32, iteration: u32) -> u32 {
-    let pairs = CONTEXT_PAIRS.load(Acquire);
-    if pairs.is_null() {
+    if CONTEXTS_EXHAUSTED.load(Relaxed) {
         return 0;
     }
-    CONTEXTS
-        .lock()
-        .intern(pairs, u64::from(site) << 32 | u64::from(iteration))
+    let mut contexts = CONTEXTS.lock();
+    let id = contexts.intern((u64::from(site) << 32) | u64::from(iteration));
+    if id == 0 {
+        CONTEXTS_EXHAUSTED.store(true, Relaxed);
+    } else {
+        CONTEXTS_NEXT.store(contexts.next, Release);
+    }
+    id
 }
 
-/// The index of the contexts given: an open-addressing table of ids, keyed by pair.
+/// Forgets every context: no tag names one any more.
+fn clear_contexts() {
+    let mut contexts = CONTEXTS.lock();
+    contexts.clear();
+    CONTEXTS_NEXT.store(contexts.next, Release);
+    CONTEXTS_EXHAUSTED.store(false, Relaxed);
+}
+
+/// The contexts given: their pairs by id, and an index from pair to id.
 struct Contexts {
+    /// `MAX_CONTEXTS` pairs, `site << 32 | iteration`, in a mapping made once and never
+    /// moved, shared with the readers of tags; null until mapped.
+    pairs: *mut AtomicU64,
+    /// Open addressing: ids, 0 for an empty slot, placed by their pairs' hash.
     index: MmapBuf<u32>,
-    /// Ids given so far (id 0 is none).
-    given: usize,
+    /// The next id to give.
+    next: usize,
 }
 
-// SAFETY: an integer; 0 marks an empty slot.
-unsafe impl Zeroable for u32 {}
+// SAFETY: `pairs` is a mapping that every thread may read (through atomics); the lock
+// around `Contexts` orders its writers. The index is owned.
+unsafe impl Send for Contexts {}
 
 static CONTEXTS: SpinLock<Contexts> = SpinLock::new(Contexts {
+    pairs: std::ptr::null_mut(),
     index: MmapBuf::empty(),
-    given: 1,
+    next: 1,
 });
 
 impl Contexts {
-    fn intern(&mut self, pairs: *mut AtomicU64, pair: u64) -> u32 {
-        // SAFETY: ids in the index are below MAX_CONTEXTS, the mapping's length.
-        let pair_of = |id: u32| unsafe { &*pairs.add(id as usize) };
-        if let Some(id) = self.find(|id| pair_of(id).load(Relaxed) == pair, pair) {
+    /// The pair slot of `id`.
+    fn pair_of(&self, id: u32) -> &'static AtomicU64 {
+        assert!(!self.pairs.is_null() && (id as usize) < MAX_CONTEXTS);
+        // SAFETY: `pairs` is a never-unmapped mapping of MAX_CONTEXTS atomics (checked
+        // above), all zeroes when mapped.
+        unsafe { &*self.pairs.add(id as usize) }
+    }
+
+    /// The id of `pair`, given now if it has none; 0 when no id or memory is left, or
+    /// the pairs are not mapped.
+    fn intern(&mut self, pair: u64) -> u32 {
+        if self.pairs.is_null() {
+            return 0;
+        }
+        if let Some(id) = self.find(pair) {
             return id;
         }
-        if self.given == MAX_CONTEXTS
-            || ((self.given + 1) * 2 > self.index.capacity() && !self.grow_index(pair_of))
+        if self.next == MAX_CONTEXTS
+            || ((self.next + 1) * 2 > self.index.capacity() && !self.grow_index())
         {
             return 0;
         }
-        let id = self.given as u32;
-        pair_of(id).store(pair, Relaxed);
-        self.given += 1;
+        let id = self.next as u32;
+        self.pair_of(id).store(pair, Relaxed);
+        self.next += 1;
         place(self.index.as_mut_slice(), id, pair);
         id
     }
 
-    /// The id whose pair is `pair` (`is_pair` says whether an id's is).
-    fn find(&self, is_pair: impl Fn(u32) -> bool, pair: u64) -> Option<u32> {
+    /// The id already given to `pair`.
+    fn find(&self, pair: u64) -> Option<u32> {
         let slots = self.index.as_slice();
         if slots.is_empty() {
             return None;
@@ -513,34 +568,36 @@ impl Contexts {
         loop {
             match slots[at] {
                 0 => return None,
-                id if is_pair(id) => return Some(id),
+                id if self.pair_of(id).load(Relaxed) == pair => return Some(id),
                 _ => at = (at + 1) & mask,
             }
         }
     }
 
-    fn grow_index(&mut self, pair_of: impl Fn(u32) -> &'static AtomicU64) -> bool {
+    /// Doubles the index; `false` when no memory is left for it.
+    fn grow_index(&mut self) -> bool {
         let Some(mut bigger) = MmapBuf::<u32>::zeroed((self.index.capacity() * 2).max(1024)) else {
             return false;
         };
         for &id in self.index.as_slice().iter().filter(|&&id| id != 0) {
-            place(bigger.as_mut_slice(), id, pair_of(id).load(Relaxed));
+            place(bigger.as_mut_slice(), id, self.pair_of(id).load(Relaxed));
         }
         self.index = bigger;
         true
     }
 
     /// Forgets every id, and gives back the memory of their pairs.
-    fn clear(&mut self, pairs: *mut AtomicU64) {
-        if !pairs.is_null() {
+    fn clear(&mut self) {
+        if !self.pairs.is_null() {
             // The kernel rounds the length up to whole pages.
-            release_pages(pairs.cast(), self.given * size_of::<u64>());
+            release_pages(self.pairs.cast(), self.next * size_of::<u64>());
         }
         self.index = MmapBuf::empty();
-        self.given = 1;
+        self.next = 1;
     }
 }
 
+/// The home slot of `pair` in an index of `mask + 1` slots.
 fn pair_slot(pair: u64, mask: usize) -> usize {
     (pair.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
 }
@@ -988,7 +1045,7 @@ pub fn bookkeeping() -> (usize, usize, usize) {
     }
     let contexts = {
         let contexts = CONTEXTS.lock();
-        contexts.index.capacity() * size_of::<u32>() + contexts.given * size_of::<u64>()
+        contexts.index.capacity() * size_of::<u32>() + contexts.next * size_of::<u64>()
     };
     let interner = INTERNER.lock();
     let interned = interner.index.capacity() * size_of::<IndexSlot>()
@@ -1027,53 +1084,52 @@ mod tests {
         for (context, size) in [(1, 1), (1, shadow::MAX_SIZE), (largest, 17), (largest, 1)] {
             let tag = shadow_tag(context, size);
             assert_ne!(tag, 0);
-            assert_eq!(tag >> TAG_SIZE_BITS, context);
-            assert_eq!((tag & ((1 << TAG_SIZE_BITS) - 1)) as usize + 1, size);
+            assert_eq!(tag_parts(tag), (context, size));
         }
     }
 
-    fn contexts() -> (Contexts, *mut AtomicU64) {
+    fn contexts() -> Contexts {
         let pairs = map_sparse(MAX_CONTEXTS * size_of::<u64>()).expect("mapped");
-        let contexts = Contexts {
+        Contexts {
+            pairs: pairs.as_ptr().cast(),
             index: MmapBuf::empty(),
-            given: 1,
-        };
-        (contexts, pairs.as_ptr().cast())
+            next: 1,
+        }
     }
 
     #[test]
     fn contexts_give_one_id_per_pair_until_cleared() {
-        let (mut contexts, pairs) = contexts();
+        let mut contexts = contexts();
         let pair = |i: u64| ((i % 50) << 32) | (i / 50);
-        let ids: Vec<u32> = (0..5000).map(|i| contexts.intern(pairs, pair(i))).collect();
+        let ids: Vec<u32> = (0..5000).map(|i| contexts.intern(pair(i))).collect();
         let mut distinct = ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 5000);
         assert!(!distinct.contains(&0));
-        let again: Vec<u32> = (0..5000).map(|i| contexts.intern(pairs, pair(i))).collect();
+        let again: Vec<u32> = (0..5000).map(|i| contexts.intern(pair(i))).collect();
         assert_eq!(ids, again);
         for (i, &id) in ids.iter().enumerate() {
-            // SAFETY: ids are below MAX_CONTEXTS, the mapping's length.
-            let stored = unsafe { &*pairs.add(id as usize) }.load(Relaxed);
-            assert_eq!(stored, pair(i as u64));
+            assert_eq!(contexts.pair_of(id).load(Relaxed), pair(i as u64));
         }
-        contexts.clear(pairs);
-        assert_eq!(contexts.intern(pairs, pair(4999)), 1, "ids start over");
+        contexts.clear();
+        assert_eq!(contexts.intern(pair(4999)), 1, "ids start over");
     }
 
     #[test]
     fn contexts_run_out_at_the_last_id_a_tag_can_hold() {
-        let (mut contexts, pairs) = contexts();
-        let first = contexts.intern(pairs, 7);
-        contexts.given = MAX_CONTEXTS - 1;
-        assert_eq!(contexts.intern(pairs, 8), MAX_CONTEXTS as u32 - 1);
-        assert_eq!(contexts.intern(pairs, 9), 0, "none left");
-        assert_eq!(
-            contexts.intern(pairs, 7),
-            first,
-            "given ones are still found"
-        );
+        let mut contexts = contexts();
+        let first = contexts.intern(7);
+        contexts.next = MAX_CONTEXTS - 1;
+        assert_eq!(contexts.intern(8), MAX_CONTEXTS as u32 - 1);
+        assert_eq!(contexts.intern(9), 0, "none left");
+        assert_eq!(contexts.intern(7), first, "given ones are still found");
+        let unmapped = Contexts {
+            pairs: std::ptr::null_mut(),
+            index: MmapBuf::empty(),
+            next: 1,
+        };
+        assert_eq!({ unmapped }.intern(7), 0, "no pairs mapped: no context");
     }
 
     #[test]

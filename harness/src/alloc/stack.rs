@@ -337,9 +337,9 @@ impl Difference {
             __m128i, _mm_load_si128, _mm_loadu_si128, _mm_or_si128, _mm_xor_si128,
         };
         // SAFETY: the caller's for `address`, read unaligned (only the ABI keeps records
-        // aligned); `expected` is a 16-byte-aligned `Record`. Not volatile, unlike
-        // `read_record`, so that the two words are read as one value. SSE2 is part of
-        // every x86-64 processor.
+        // aligned); `expected` is a 16-byte-aligned `Record`. An intrinsic load, which
+        // the compiler does not merge with other accesses (see `read_record`). SSE2 is
+        // part of every x86-64 processor.
         unsafe {
             let now = _mm_loadu_si128(address as *const __m128i);
             let expected = _mm_load_si128((expected as *const Record).cast());
@@ -370,8 +370,9 @@ impl Difference {
     /// `address..address + 16` must be mapped, readable memory.
     #[inline(always)]
     unsafe fn add(&mut self, address: usize, expected: &Record) {
-        // SAFETY: the caller's; unaligned, as only the ABI keeps records aligned.
-        let now = unsafe { (address as *const [usize; 2]).read_unaligned() };
+        // SAFETY: the caller's; the walk checked the address to be 8-byte aligned.
+        // Volatile, as in `read_record`.
+        let now = unsafe { (address as *const [usize; 2]).read_volatile() };
         self.0 |= (now[0] ^ expected.0[0]) | (now[1] ^ expected.0[1]);
     }
 
@@ -423,7 +424,7 @@ impl Walk {
     /// instead of reading wild memory.
     #[inline(always)]
     fn walk(&mut self, mut fp: usize) {
-        const RECORD: usize = size_of::<Record>();
+        const RECORD: usize = 2 * size_of::<usize>();
         const ALIGN_BITS: u32 = size_of::<usize>().trailing_zeros();
         let (low, high) = stack_bounds();
         let low = low.next_multiple_of(size_of::<usize>());
@@ -472,7 +473,7 @@ impl Walk {
 unsafe fn read_record(fp: usize) -> Record {
     let record = fp as *const usize;
     // SAFETY: the caller's. Volatile: these words belong to other frames, not to any
-    // Rust object.
+    // Rust object, so the compiler must neither merge nor drop the reads.
     unsafe { Record([record.read_volatile(), record.add(1).read_volatile()]) }
 }
 
@@ -517,6 +518,66 @@ mod tests {
     fn through_second(last: &mut Walk) -> bool {
         // Not `through_first`'s body, or the two could be merged into one function.
         black_box(capture_into(black_box(last))) | black_box(false)
+    }
+
+    /// A chain of `records` frame records, in a local array (inside this thread's stack,
+    /// as a walk requires), each pointing at the next; the last has no return address.
+    /// Checks that a replay sees a change in every word the walk read and in none other.
+    fn check_replays_of_a_chain<const WORDS: usize>(records: usize) -> Walk {
+        cache_stack_bounds();
+        let mut chain = [0usize; WORDS];
+        let base = chain.as_mut_ptr();
+        let address = |word: usize| base.wrapping_add(word) as usize;
+        // Volatile, as the walk reads the array through addresses the compiler cannot
+        // follow.
+        let write = |word: usize, value: usize| {
+            assert!(word < WORDS);
+            // SAFETY: `word` indexes `chain` (checked above).
+            unsafe { base.add(word).write_volatile(value) }
+        };
+        let read = |word: usize| {
+            assert!(word < WORDS);
+            // SAFETY: as in `write`.
+            unsafe { base.add(word).read_volatile() }
+        };
+        for record in 0..records {
+            let last = record + 1 == records;
+            write(2 * record, if last { 0 } else { address(2 * record + 2) });
+            write(2 * record + 1, if last { 0 } else { 0x1000 + record });
+        }
+        let mut walk = Walk::new();
+        walk.walk(address(0));
+        assert!(walk.replays(address(0)), "nothing changed");
+        assert!(!walk.replays(address(2)), "another start");
+        let read_words = 2 * walk.records;
+        for word in 0..2 * records {
+            let saved = read(word);
+            write(word, saved ^ 0x10);
+            assert_eq!(
+                walk.replays(address(0)),
+                word >= read_words,
+                "word {word} changed; the walk read {read_words}"
+            );
+            write(word, saved);
+        }
+        walk
+    }
+
+    #[test]
+    fn a_replay_sees_a_change_in_any_record_the_walk_read() {
+        let walk = check_replays_of_a_chain::<6>(3);
+        assert_eq!(walk.frames(), [0x1000, 0x1001]);
+        assert_eq!(
+            walk.records, 3,
+            "the record with no return address was read too"
+        );
+
+        let walk = check_replays_of_a_chain::<{ 2 * (DEPTH + 4) }>(DEPTH + 4);
+        assert_eq!(walk.frames().len(), DEPTH);
+        assert_eq!(
+            walk.records, DEPTH,
+            "no record read past the deepest frame kept"
+        );
     }
 
     #[test]
