@@ -14,8 +14,8 @@
 //! threads rarely meet: 16 bytes per live block at a load factor between 0.25 and 0.5,
 //! so 32 to 64 bytes of bookkeeping per tracked block and short probe sequences. The site
 //! interner sits behind a per-thread cache of recently seen stack hashes, so a hot site
-//! costs no lock, except once per iteration for its context. All of it lives in `mmap`ed memory (see `raw`), invisible to
-//! the heap counters.
+//! costs no lock, except once per iteration for its context. All of it lives in
+//! `mmap`ed memory (see `raw`), invisible to the heap counters.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{
