@@ -128,14 +128,22 @@ impl ThreadCounters {
     /// zero, sets the bounds around the flushed value.
     #[inline(always)]
     fn after_slow_call(&self, mode: u8) {
-        let net_bytes = self.net_bytes.load(Relaxed);
-        let unflushed = net_bytes.wrapping_sub(self.flushed.load(Relaxed));
-        if !(-FLUSH_BYTES..FLUSH_BYTES).contains(&unflushed) {
+        if self.flush_due() {
             self.flush();
         }
         if mode == 0 {
             self.set_bounds();
         }
+    }
+
+    /// Whether the net change since the last flush is [`FLUSH_BYTES`] or more either way.
+    #[inline(always)]
+    fn flush_due(&self) -> bool {
+        let unflushed = self
+            .net_bytes
+            .load(Relaxed)
+            .wrapping_sub(self.flushed.load(Relaxed));
+        !(-FLUSH_BYTES..FLUSH_BYTES).contains(&unflushed)
     }
 
     /// Folds the net change since the last flush into the global live counter.
@@ -338,6 +346,19 @@ fn settle_unregistered(copy: u8, change: Change) -> u8 {
             super::mode() | COUNTS_SHARED
         }
     }
+}
+
+/// The mode of a slow-path call that [`settle`] would pass through unchanged and that
+/// [`finish`] would leave as is, if it succeeds: the thread counts in its own counters,
+/// no flush is due, and some mode bit is set (so its bounds stay set for the slow path).
+/// `None` otherwise. Such a call may skip both, and so end in a tail call.
+#[inline(always)]
+pub(crate) fn quiet_mode() -> Option<u8> {
+    THIS_THREAD.with(|counters| {
+        let mode = counters.mode.load(Acquire);
+        (mode != 0 && mode & (UNREGISTERED | COUNTS_SHARED) == 0 && !counters.flush_due())
+            .then_some(mode)
+    })
 }
 
 /// Ends a slow-path call working in `mode` (from [`settle`]): takes `change` back if the

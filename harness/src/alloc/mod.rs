@@ -6,12 +6,16 @@
 //! backtrace, no call beyond the inner allocator's, and no stack frame. Past the bound, a
 //! slow path, out of line, does the rest: a flush of the counters, or, while this
 //! thread's mode copy is not zero (which sets the bound so that every call crosses it),
-//! the site bookkeeping.
+//! the site bookkeeping. While recording, most slow-path calls have nothing to settle or
+//! finish (no flush due, no C hooks, counters registered), and take a lane that ends in
+//! a tail call: an allocation in the site bookkeeping, a small block's free in the inner
+//! allocator, after its tag is cleared.
 //!
 //! ```text
 //!              alloc                                dealloc
 //!   count; bound crossed? no ─▶ inner.alloc   count; bound crossed? no ─▶ inner.dealloc
-//!   yes: inner.alloc (marked if C hooks),     yes: table in use? ─▶ sites::on_dealloc
+//!   yes: lane? inner.alloc ─▶ sites::on_alloc yes: lane? clear the tag ─▶ inner.dealloc
+//!   else: inner.alloc (marked if C hooks),    else: table in use? ─▶ sites::on_dealloc
 //!        recording? ─▶ sites::on_alloc             flush if due, inner.dealloc
 //!        (stack → site id → shadow or
 //!         live table), flush if due
@@ -113,7 +117,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 
 /// The fast path, and the slow paths out of line: each call reaches the inner allocator
 /// or a slow path by a tail call, so it saves no register, and a captured stack has no
-/// frame more.
+/// frame more. A slow path's lane ends in a tail call too.
 ///
 /// A call takes the slow path when [`counters::count`] says so: its thread's mode copy
 /// is not zero (sites are recorded, C hooks are installed, or its counters are not
@@ -161,6 +165,29 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// As [`GlobalAlloc::alloc`].
     #[inline(never)]
     unsafe fn alloc_slow<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // Recording's own lane: with nothing to settle or finish, the call ends in the
+        // site's bookkeeping, which returns the block.
+        if let Some(mode) = counters::quiet_mode()
+            && mode & (RECORDING | C_HOOKS) == RECORDING
+        {
+            // SAFETY: forwarded with the caller's guarantees.
+            let ptr = unsafe { self.inner_alloc::<ZEROED>(layout) };
+            if ptr.is_null() {
+                failed_in_lane(mode, Change::Alloc(layout.size()));
+                return ptr;
+            }
+            return sites::on_alloc(ptr, layout.size());
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.alloc_settled::<ZEROED>(layout) }
+    }
+
+    /// [`alloc_slow`](Self::alloc_slow) outside its lane.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[inline(never)]
+    unsafe fn alloc_settled<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         let change = Change::Alloc(layout.size());
         let mode = counters::settle(change);
         // SAFETY: forwarded with the caller's guarantees.
@@ -178,6 +205,25 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// As [`GlobalAlloc::dealloc`].
     #[inline(never)]
     unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+        // The lane of a small block's free while the table is in use: clear its tag and
+        // free it, with nothing to settle or finish, so no register to save.
+        if let Some(mode) = counters::quiet_mode()
+            && mode & (TABLE_IN_USE | C_HOOKS) == TABLE_IN_USE
+            && sites::forget_small(ptr, layout.size())
+        {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.inner.dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dealloc_settled(ptr, layout) }
+    }
+
+    /// [`dealloc_slow`](Self::dealloc_slow) outside its lane.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn dealloc_settled(&self, ptr: *mut u8, layout: Layout) {
         let change = Change::Free(layout.size());
         let mode = counters::settle(change);
         // The entry goes before the block: once freed, another thread may get the same
@@ -217,6 +263,14 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
         counters::finish(mode, change, new.is_null());
         new
     }
+}
+
+/// Takes back the change of a call that failed in a slow-path lane. Out of line, so the
+/// lane keeps few registers.
+#[cold]
+#[inline(never)]
+fn failed_in_lane(mode: u8, change: Change) {
+    counters::finish(mode, change, true);
 }
 
 /// What the allocator does beyond counting, as bits of one byte. Each thread keeps a
@@ -326,6 +380,49 @@ mod tests {
                 assert!(alloc.realloc(block, small, huge.size()).is_null());
                 assert_eq!(counters::this_thread_counts(), before);
                 alloc.dealloc(block, small);
+            }
+        })
+        .join()
+        .expect("the allocating thread panicked");
+    }
+
+    /// An inner allocator that has no memory to give.
+    struct Exhausted;
+
+    // SAFETY: it never returns a block, so there is none to misuse.
+    unsafe impl GlobalAlloc for Exhausted {
+        unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+            std::ptr::null_mut()
+        }
+
+        unsafe fn dealloc(&self, _: *mut u8, _: Layout) {
+            unreachable!("no block was given");
+        }
+    }
+
+    /// While recording, a small allocation takes the slow path's lane, which skips
+    /// settling and finishing: it must still take back a call that fails.
+    #[test]
+    fn a_failed_allocation_while_recording_is_not_counted() {
+        let _counters = counters::TEST_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::thread::spawn(|| {
+            let alloc = TrackingAlloc::new(Exhausted);
+            let small = Layout::new::<u64>();
+            // SAFETY: `small` has a non-zero size; no block is returned to free.
+            unsafe {
+                // The thread's first call registers its counters.
+                assert!(alloc.alloc(small).is_null());
+                set_mode(RECORDING, true);
+                let in_lane = counters::quiet_mode();
+                let before = counters::this_thread_counts();
+                let results = [alloc.alloc(small), alloc.alloc_zeroed(small)];
+                let after = counters::this_thread_counts();
+                set_mode(RECORDING, false);
+                assert_eq!(in_lane, Some(RECORDING), "the calls take the lane");
+                assert_eq!(results, [std::ptr::null_mut(); 2]);
+                assert_eq!(after, before);
             }
         })
         .join()

@@ -66,6 +66,7 @@ pub(crate) type Tag = u32;
 struct Leaf(*mut u8);
 
 impl Leaf {
+    #[inline(always)]
     fn tag_at(self, index: usize) -> &'static AtomicU32 {
         debug_assert!(index < TAGS_PER_LEAF);
         // SAFETY: a leaf is a never-unmapped zeroed mapping of LEAF_BYTES bytes, aligned
@@ -73,6 +74,7 @@ impl Leaf {
         unsafe { &*self.0.add(index * size_of::<Tag>()).cast() }
     }
 
+    #[inline(always)]
     fn bitmap_word(self, chunk: usize) -> &'static AtomicU64 {
         debug_assert!(chunk < CHUNKS_PER_LEAF);
         // SAFETY: as in `tag_at`; the bitmap follows the tags, 8-byte aligned.
@@ -83,6 +85,7 @@ impl Leaf {
         self.tag_at(tag_index(address))
     }
 
+    #[inline(always)]
     fn chunk_written(self, chunk: usize) -> bool {
         self.bitmap_word(chunk).load(Relaxed) & (1 << (chunk % 64)) != 0
     }
@@ -112,6 +115,7 @@ impl Leaf {
     }
 }
 
+#[inline(always)]
 fn tag_index(address: usize) -> usize {
     (address & ((1 << LEAF_SHIFT) - 1)) >> GRANULE_SHIFT
 }
@@ -154,6 +158,7 @@ impl Shadow {
         }
     }
 
+    #[inline(always)]
     fn directory_slot(&self, address: usize) -> Option<&AtomicPtr<u8>> {
         if address >> ADDRESS_BITS != 0 {
             return None;
@@ -205,7 +210,7 @@ impl Shadow {
     }
 
     /// Clears the tag of the block at `address`, if it may have one, without reading it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn forget(&self, address: usize) {
         let Some(slot) = self.directory_slot(address) else {
             return;

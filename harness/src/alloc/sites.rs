@@ -119,11 +119,12 @@ pub fn clear() {
     set_mode(TABLE_IN_USE, false);
 }
 
-/// Records a new block. Called by the allocator when [`recording`] is on.
+/// Records a new block and returns its address, so that the allocator can end in a
+/// call to it. Called by the allocator when [`recording`] is on.
 #[inline(never)]
-pub(crate) fn on_alloc(address: *mut u8, size: usize) {
+pub(crate) fn on_alloc(address: *mut u8, size: usize) -> *mut u8 {
     let Some(_guard) = ReentrancyGuard::enter() else {
-        return;
+        return address;
     };
     prefetch(address, size);
     let stamp = STAMP.load(Relaxed);
@@ -135,20 +136,31 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize) {
         iteration_of(stamp),
         Some(context),
     );
+    address
 }
 
 /// Removes a freed block's entry, if it has one. Called while [`table_in_use`].
 #[inline(never)]
 pub(crate) fn on_dealloc(address: *mut u8, size: usize) {
-    // A small block's tag is read only to take its bytes off its site's count at the
-    // peak, or when it may be in the table instead. Otherwise the tag is cleared without
-    // being read: a store does not wait for the cache line as a load does.
-    let address = address as usize;
-    if shadow::suits(address, size) && !peak::armed() && !SHADOW_DECLINED.load(Relaxed) {
-        SHADOW.forget(address);
-    } else {
-        withdraw(address, size);
+    if !forget_small(address, size) {
+        withdraw(address as usize, size);
     }
+}
+
+/// Clears the tag of a freed block that can only be in the shadow, and returns `true`;
+/// returns `false`, doing nothing, for any other block. A small block's tag is read only
+/// to take its bytes off its site's count at the peak, or when it may be in the table
+/// instead. Otherwise the tag is cleared without being read: a store does not wait for
+/// the cache line as a load does.
+#[inline(always)]
+pub(crate) fn forget_small(address: *mut u8, size: usize) -> bool {
+    let address = address as usize;
+    let only_in_shadow =
+        shadow::suits(address, size) && !peak::armed() && !SHADOW_DECLINED.load(Relaxed);
+    if only_in_shadow {
+        SHADOW.forget(address);
+    }
+    only_in_shadow
 }
 
 /// Small blocks' tags, by address.
