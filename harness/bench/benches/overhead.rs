@@ -2,17 +2,25 @@
 //!
 //! `cargo bench -p leakgate-bench` runs each workload binary in its own process,
 //! interleaving the allocators round by round so that drift on a noisy machine hits all
-//! of them alike, each round starting with the next allocator. Each process reports its fastest repeat (5 of `map`; 25 of `varied`,
-//! whose repeats take a few milliseconds, so one quiet one is rarer). Two figures per
+//! of them alike, each round starting with the next allocator. Each process reports its
+//! fastest repeat (5 of `map`; 25 of `varied`, whose repeats take a few milliseconds, so
+//! one quiet one is rarer). Two figures per
 //! allocator: the fastest over the rounds (the run least disturbed by the rest of a
 //! shared machine) with its ratio to raw jemalloc's fastest, and the median over the
 //! rounds of the ratio to raw jemalloc in the same round, which a lucky round of either
 //! side cannot move.
 //!
+//! One-thread runs are pinned to the machine's last CPU: a thread moved between cores
+//! mid-repeat finds its blocks in the other core's cache, and on a small machine that
+//! costs more than the differences measured. They are pinned before `exec`, as `taskset`
+//! does, so jemalloc sizes itself for one CPU (one arena) from its first call, as it
+//! would in a one-CPU container. Two-thread runs need every core they can get.
+//!
 //! "sites + C" also installs jemalloc's hooks, as a scenario does while C heap sites are
 //! recorded: on the Rust workloads it shows what the hooks cost Rust's allocations; on
 //! `c` (C's `malloc`, which only that variant gives sites) what a C site costs.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 const VARIANTS: [(&str, &str); 5] = [
@@ -39,13 +47,33 @@ fn repeats(workload: &str, exe: &str) -> usize {
     }
 }
 
+/// The CPU that one-thread runs are pinned to: the last one.
+fn pinned_cpu() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get() - 1)
+}
+
 fn run(exe: &str, workload: &str, threads: usize) -> (u128, String) {
-    let output = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(["--threads", &threads.to_string()])
         .args(["--repeats", &repeats(workload, exe).to_string()])
-        .args(["--workload", workload])
-        .output()
-        .unwrap_or_else(|e| panic!("{exe}: {e}"));
+        .args(["--workload", workload]);
+    if threads == 1 {
+        let cpu = pinned_cpu();
+        // SAFETY: runs in the forked child before `exec`, and only makes a system call,
+        // which is async-signal-safe; the set is built on the stack.
+        unsafe {
+            command.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                match libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            })
+        };
+    }
+    let output = command.output().unwrap_or_else(|e| panic!("{exe}: {e}"));
     assert!(
         output.status.success(),
         "{exe} failed: {}",
@@ -111,9 +139,14 @@ fn measure(workload: &str) {
             .iter()
             .map(|v| v.iter().copied().min().unwrap_or(0))
             .collect();
+        let pinned = if threads == 1 {
+            format!(", pinned to CPU {}", pinned_cpu())
+        } else {
+            String::new()
+        };
         println!(
-            "\n{threads} thread(s), fastest of {ROUNDS} rounds × {} repeats (dhat-rs: 5), \
-             and the median of the rounds' ratios:",
+            "\n{threads} thread(s){pinned}, fastest of {ROUNDS} rounds × {} repeats \
+             (dhat-rs: 5), and the median of the rounds' ratios:",
             repeats(workload, "")
         );
         for (i, (name, _)) in VARIANTS.iter().enumerate() {
