@@ -301,7 +301,8 @@ impl Change {
 
 /// Counts `change` in this thread's counters, before the call reaches the inner
 /// allocator. Returns whether the call must take the slow path, which passes the change
-/// through [`settle`] and, after the inner allocator, [`finish`].
+/// through [`settle`] and, after the inner allocator, [`finish`], unless [`quiet_mode`]
+/// says that neither has anything to do.
 #[inline(always)]
 pub(crate) fn count(change: Change) -> bool {
     THIS_THREAD.with(|counters| counters.apply(change))

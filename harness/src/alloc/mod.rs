@@ -6,10 +6,11 @@
 //! backtrace, no call beyond the inner allocator's, and no stack frame. Past the bound, a
 //! slow path, out of line, does the rest: a flush of the counters, or, while this
 //! thread's mode copy is not zero (which sets the bound so that every call crosses it),
-//! the site bookkeeping. While recording, most slow-path calls have nothing to settle or
-//! finish (no flush due, no C hooks, counters registered), and take a lane that ends in
-//! a tail call: an allocation in the site bookkeeping, a small block's free in the inner
-//! allocator, after its tag is cleared.
+//! the site bookkeeping. While sites are recorded, most slow-path calls have nothing to
+//! settle or finish (no flush due, no C hooks, counters registered), and take a lane that
+//! ends in a tail call: an allocation in the site bookkeeping (unless stacks are unwound
+//! by DWARF), the free of a block that can only be in the shadow (no peak armed) in the
+//! inner allocator, after its tag is cleared.
 //!
 //! ```text
 //!              alloc                                dealloc
@@ -165,10 +166,14 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// As [`GlobalAlloc::alloc`].
     #[inline(never)]
     unsafe fn alloc_slow<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+        // Stacks are captured from this frame's record, whichever path records the
+        // block: the lane's tail call and the settled path's call leave different frames
+        // below it, and one call site must have one stack.
+        let entry_frame = stack::frame_pointer();
         // Recording's own lane: with nothing to settle or finish, the call ends in the
         // site's bookkeeping, which returns the block.
         if let Some(mode) = counters::quiet_mode()
-            && mode & (RECORDING | C_HOOKS) == RECORDING
+            && mode & (RECORDING | C_HOOKS | UNWINDING) == RECORDING
         {
             // SAFETY: forwarded with the caller's guarantees.
             let ptr = unsafe { self.inner_alloc::<ZEROED>(layout) };
@@ -176,18 +181,22 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
                 failed_in_lane(mode, Change::Alloc(layout.size()));
                 return ptr;
             }
-            return sites::on_alloc(ptr, layout.size());
+            return sites::on_alloc(ptr, layout.size(), entry_frame);
         }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.alloc_settled::<ZEROED>(layout) }
+        unsafe { self.alloc_settled::<ZEROED>(layout, entry_frame) }
     }
 
-    /// [`alloc_slow`](Self::alloc_slow) outside its lane.
+    /// [`alloc_slow`](Self::alloc_slow) outside its lane; `entry_frame` is its frame pointer.
     ///
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
     #[inline(never)]
-    unsafe fn alloc_settled<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+    unsafe fn alloc_settled<const ZEROED: bool>(
+        &self,
+        layout: Layout,
+        entry_frame: usize,
+    ) -> *mut u8 {
         let change = Change::Alloc(layout.size());
         let mode = counters::settle(change);
         // SAFETY: forwarded with the caller's guarantees.
@@ -195,7 +204,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
         // Sites first: a flush may copy the per-site bytes at a new high, which must
         // already include this block.
         if !ptr.is_null() && mode & RECORDING != 0 {
-            sites::on_alloc(ptr, layout.size());
+            sites::on_alloc(ptr, layout.size(), entry_frame);
         }
         counters::finish(mode, change, ptr.is_null());
         ptr
@@ -244,20 +253,22 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
             old: layout.size(),
             new: new_size,
         };
+        // As in `alloc_slow`: the stack is captured from this frame's record.
+        let entry_frame = stack::frame_pointer();
         let mode = counters::settle(change);
-        // As in `dealloc_slow`: the old entry goes before `realloc` may free the old
+        // As in `dealloc_settled`: the old entry goes before `realloc` may free the old
         // block.
         let moved = (mode & TABLE_IN_USE != 0).then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
         let new = rust_call(mode, || unsafe {
             self.inner.realloc(ptr, layout, new_size)
         });
-        if let Some(entry) = moved {
+        if let Some(taken) = moved {
             if new.is_null() {
                 // The old block is still live and still tagged.
-                sites::restore(entry);
+                sites::restore(taken);
             } else {
-                sites::on_realloc(entry, new, new_size);
+                sites::on_realloc(taken, new, new_size, entry_frame);
             }
         }
         counters::finish(mode, change, new.is_null());
@@ -284,6 +295,10 @@ pub(crate) const RECORDING: u8 = 1;
 pub(crate) const TABLE_IN_USE: u8 = 2;
 /// jemalloc's hooks are installed ([`c_heap`]): Rust's own calls are marked.
 pub(crate) const C_HOOKS: u8 = 4;
+/// Sites are captured by DWARF unwinding, which sees every frame, the allocator's too:
+/// allocations keep off the slow path's lane, so that every stack has the same
+/// allocator frames ([`sites::start`] to [`sites::stop`]).
+pub(crate) const UNWINDING: u8 = 8;
 
 /// The current mode bits.
 #[inline(always)]

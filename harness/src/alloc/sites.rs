@@ -29,7 +29,7 @@ use super::shadow::{self, Shadow, Tag};
 #[cfg(test)]
 use super::stack::StackHash;
 use super::stack::{self, DEPTH, Frames};
-use super::{RECORDING, ReentrancyGuard, TABLE_IN_USE, set_mode};
+use super::{RECORDING, ReentrancyGuard, TABLE_IN_USE, UNWINDING, set_mode};
 
 /// Which heap a site allocated from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,9 @@ pub fn start(iteration: u32) -> stack::Method {
     // one thread and freed on another must not leave its tag behind. Each thread gets
     // its copy of the mode in turn, so one step would not ensure it.
     set_mode(TABLE_IN_USE, true);
+    if method == stack::Method::Dwarf {
+        set_mode(UNWINDING, true);
+    }
     set_mode(RECORDING, true);
     method
 }
@@ -98,13 +101,13 @@ pub(crate) fn set_iteration(iteration: u32) {
 
 /// Stops tagging new blocks; blocks already tagged stay in the table until freed.
 pub fn stop() {
-    set_mode(RECORDING, false);
+    set_mode(RECORDING | UNWINDING, false);
     peak::disarm();
 }
 
 /// Forgets every tagged block.
 pub fn clear() {
-    set_mode(RECORDING, false);
+    set_mode(RECORDING | UNWINDING, false);
     for (index, shard) in LIVE.iter().enumerate() {
         let mut shard = shard.0.lock();
         shard.clear();
@@ -120,15 +123,18 @@ pub fn clear() {
 }
 
 /// Records a new block and returns its address, so that the allocator can end in a
-/// call to it. Called by the allocator when [`recording`] is on.
+/// call to it. Called by the allocator when [`recording`] is on, with `entry_frame`, the
+/// frame pointer of its slow path's entry, where the stack is captured from (see
+/// [`stack::capture`]): whatever calls lie between, one call site then has one stack.
 #[inline(never)]
-pub(crate) fn on_alloc(address: *mut u8, size: usize) -> *mut u8 {
+pub(crate) fn on_alloc(address: *mut u8, size: usize, entry_frame: usize) -> *mut u8 {
     let Some(_guard) = ReentrancyGuard::enter() else {
         return address;
     };
     prefetch(address, size);
     let stamp = STAMP.load(Relaxed);
-    let (site, context) = stack::capture(|frames, hash| rust_site(frames, hash, stamp));
+    let (site, context) =
+        stack::capture(entry_frame, |frames, hash| rust_site(frames, hash, stamp));
     enter(
         address as usize,
         size,
@@ -234,11 +240,12 @@ pub(crate) fn restore(taken: Taken) {
 }
 
 /// Enters the reallocated block. While recording, it is attributed to the reallocation
-/// (where it grew); afterwards it keeps its original tag.
+/// (where it grew), its stack captured from `entry_frame` (see [`on_alloc`]); afterwards it
+/// keeps its original tag.
 #[inline(never)]
-pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize) {
+pub(crate) fn on_realloc(taken: Taken, new: *mut u8, new_size: usize, entry_frame: usize) {
     if recording() {
-        on_alloc(new, new_size);
+        on_alloc(new, new_size, entry_frame);
     } else if let Some(block) = taken.0 {
         enter(
             new as usize,
@@ -1077,6 +1084,42 @@ mod tests {
 
     fn block(address: usize) -> LiveBlock {
         LiveBlock::new(address, address, 1, 2)
+    }
+
+    /// Most recorded allocations take the slow path's lane, which ends in a tail call to
+    /// [`on_alloc`]; one that is due to flush the counters takes the settled path, which
+    /// calls it. Both must capture the same stack for one call site, or its survivors
+    /// are split between two sites.
+    #[test]
+    fn a_call_site_is_one_site_whichever_slow_path_records_it() {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        const BLOCKS: usize = 2000;
+        // A flush is due every FLUSH_BYTES of net change: the loop crosses a few.
+        const SIZE: usize = 48;
+        const _: () = assert!(BLOCKS * SIZE > 4 * super::super::counters::FLUSH_BYTES as usize);
+        let _counters = super::super::counters::TEST_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::thread::spawn(|| {
+            let alloc = super::super::TrackingAlloc::new(System);
+            let layout = Layout::from_size_align(SIZE, 16).expect("valid");
+            start(0);
+            // SAFETY: a non-zero size; each block is freed once, with its layout.
+            let blocks: Vec<*mut u8> = (0..BLOCKS)
+                .map(|_| unsafe { alloc.alloc(layout) })
+                .collect();
+            stop();
+            let (sites, _) = survivors(1, Heap::Rust);
+            clear();
+            for &block in &blocks {
+                // SAFETY: as above.
+                unsafe { alloc.dealloc(block, layout) };
+            }
+            let blocks_by_site: Vec<u64> = sites.iter().map(|site| site.blocks).collect();
+            assert_eq!(blocks_by_site, [BLOCKS as u64]);
+        })
+        .join()
+        .expect("the recording thread panicked");
     }
 
     #[test]

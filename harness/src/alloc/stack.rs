@@ -109,12 +109,15 @@ impl Frames {
 }
 
 /// Captures the current stack and passes its frames and [`StackHash`] to `use_stack`.
-/// The caller must hold the [`ReentrancyGuard`](super::ReentrancyGuard): a frame-pointer
-/// capture works in this thread's [`Walk`].
+/// By frame pointers, the walk starts at the frame record at `start`, a
+/// [`frame_pointer`] read in a function that is still running, or whose record a tail
+/// call left in place; DWARF unwinding starts here, whatever `start`. The caller must hold
+/// the [`ReentrancyGuard`](super::ReentrancyGuard): a frame-pointer capture works in this
+/// thread's [`Walk`].
 #[inline(always)]
-pub(crate) fn capture<R>(use_stack: impl FnOnce(&[usize], u64) -> R) -> R {
+pub(crate) fn capture<R>(start: usize, use_stack: impl FnOnce(&[usize], u64) -> R) -> R {
     if METHOD.load(Relaxed) == FRAME_POINTERS {
-        let fp = frame_pointer();
+        let fp = start;
         LAST_WALK.with(|walk| {
             // SAFETY: only this thread reaches its `LAST_WALK`, and only here, where the
             // reentrancy guard keeps a second capture from starting inside this one.
@@ -254,8 +257,11 @@ fn query_stack_bounds() -> Option<(usize, usize)> {
     None
 }
 
+/// The frame pointer of the function this is inlined into: the address of its frame
+/// record (the caller's saved frame pointer, then the return address), when it was built
+/// with frame pointers; 0 on other architectures.
 #[inline(always)]
-fn frame_pointer() -> usize {
+pub(crate) fn frame_pointer() -> usize {
     let fp: usize;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: reads a register, touches no memory.
