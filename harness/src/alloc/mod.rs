@@ -8,9 +8,9 @@
 //! thread's mode copy is not zero (which sets the bound so that every call crosses it),
 //! the site bookkeeping. While sites are recorded, most slow-path calls have nothing to
 //! settle or finish (no flush due, no C hooks, counters registered), and take a lane that
-//! ends in a tail call: an allocation in the site bookkeeping (unless stacks are unwound
-//! by DWARF), the free of a block that can only be in the shadow (no peak armed) in the
-//! inner allocator, after its tag is cleared.
+//! keeps few registers: an allocation calls the inner allocator and the site bookkeeping
+//! only (unless stacks are unwound by DWARF), and the free of a block that can only be in
+//! the shadow (no peak armed) clears its tag and ends in a tail call to the inner free.
 //!
 //! ```text
 //!              alloc                                dealloc
@@ -118,7 +118,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 
 /// The fast path, and the slow paths out of line: each call reaches the inner allocator
 /// or a slow path by a tail call, so it saves no register, and a captured stack has no
-/// frame more. A slow path's lane ends in a tail call too.
+/// frame more.
 ///
 /// A call takes the slow path when [`counters::count`] says so: its thread's mode copy
 /// is not zero (sites are recorded, C hooks are installed, or its counters are not
@@ -167,11 +167,11 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     #[inline(never)]
     unsafe fn alloc_slow<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         // Stacks are captured from this frame's record, whichever path records the
-        // block: the lane's tail call and the settled path's call leave different frames
-        // below it, and one call site must have one stack.
+        // block, so that one call site has one stack: the lane and the settled path
+        // leave different frames below it. So this frame stays live until the block is
+        // recorded: neither path is reached by a tail call.
         let entry_frame = stack::frame_pointer();
-        // Recording's own lane: with nothing to settle or finish, the call ends in the
-        // site's bookkeeping, which returns the block.
+        // Recording's own lane, with nothing to settle or finish.
         if let Some(mode) = counters::quiet_mode()
             && mode & (RECORDING | C_HOOKS | UNWINDING) == RECORDING
         {
@@ -179,12 +179,15 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
             let ptr = unsafe { self.inner_alloc::<ZEROED>(layout) };
             if ptr.is_null() {
                 failed_in_lane(mode, Change::Alloc(layout.size()));
-                return ptr;
+            } else {
+                sites::on_alloc(ptr, layout.size(), entry_frame);
             }
-            return sites::on_alloc(ptr, layout.size(), entry_frame);
+            return ptr;
         }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.alloc_settled::<ZEROED>(layout, entry_frame) }
+        let ptr = unsafe { self.alloc_settled::<ZEROED>(layout, entry_frame) };
+        // Used after the call, so the call is not a tail call (see above).
+        std::hint::black_box(ptr)
     }
 
     /// [`alloc_slow`](Self::alloc_slow) outside its lane; `entry_frame` is its frame pointer.

@@ -109,9 +109,10 @@ impl Frames {
 }
 
 /// Captures the current stack and passes its frames and [`StackHash`] to `use_stack`.
-/// By frame pointers, the walk starts at the frame record at `start`, a
-/// [`frame_pointer`] read in a function that is still running, or whose record a tail
-/// call left in place; DWARF unwinding starts here, whatever `start`. The caller must hold
+/// By frame pointers, the walk starts at the frame record at `start`: a
+/// [`frame_pointer`] read in a function that is still running, so that its record is
+/// still there (an address outside the thread's stack gives an empty walk, as any frame
+/// pointer the walk meets). DWARF unwinding starts here, whatever `start`. The caller must hold
 /// the [`ReentrancyGuard`](super::ReentrancyGuard): a frame-pointer capture works in this
 /// thread's [`Walk`].
 #[inline(always)]
