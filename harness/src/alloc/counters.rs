@@ -352,7 +352,7 @@ fn settle_unregistered(copy: u8, change: Change) -> u8 {
 /// The mode of a slow-path call that [`settle`] would pass through unchanged and that
 /// [`finish`] would leave as is, if it succeeds: the thread counts in its own counters,
 /// no flush is due, and some mode bit is set (so its bounds stay set for the slow path).
-/// `None` otherwise. Such a call may skip both, and so end in a tail call.
+/// `None` otherwise. Such a call may skip both, and keep few registers.
 #[inline(always)]
 pub(crate) fn quiet_mode() -> Option<u8> {
     THIS_THREAD.with(|counters| {
