@@ -93,7 +93,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if counters::count(Change::Free(layout.size())) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.dealloc_slow(ptr, layout) };
+            return unsafe { Self::dealloc_slow(ptr, layout.size(), layout.align(), self) };
         }
         // SAFETY: forwarded with the caller's guarantees. A tail call: nothing is left
         // to do after the free.
@@ -108,7 +108,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
         };
         if counters::count(change) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.realloc_slow(ptr, layout, new_size) };
+            return unsafe {
+                Self::realloc_slow(ptr, layout.size(), layout.align(), new_size, self)
+            };
         }
         // SAFETY: forwarded with the caller's guarantees. Counted before, so a tail call
         // (see `alloc_maybe_zeroed`).
@@ -123,6 +125,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 /// A call takes the slow path when [`counters::count`] says so: its thread's mode copy
 /// is not zero (sites are recorded, C hooks are installed, or its counters are not
 /// registered), or a flush is due.
+///
+/// The slow paths take the caller's arguments in the order `__rust_alloc`,
+/// `__rust_dealloc` and `__rust_realloc` get them (pointer, size, alignment, new size),
+/// the allocator last, so the fast path reaches either side without moving a register:
+/// taking `&self` and a `Layout` first cost 2 to 4 moves a call.
 impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// `alloc` or `alloc_zeroed`. The fast path counts the block before the inner
     /// allocator runs, so that it ends in a tail call and keeps nothing across it. The
@@ -138,7 +145,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     unsafe fn alloc_maybe_zeroed<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
         if counters::count(Change::Alloc(layout.size())) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_slow::<ZEROED>(layout) };
+            return unsafe { Self::alloc_slow::<ZEROED>(layout.size(), layout.align(), self) };
         }
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner_alloc::<ZEROED>(layout) }
@@ -165,7 +172,9 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// # Safety
     /// As [`GlobalAlloc::alloc`].
     #[inline(never)]
-    unsafe fn alloc_slow<const ZEROED: bool>(&self, layout: Layout) -> *mut u8 {
+    unsafe fn alloc_slow<const ZEROED: bool>(size: usize, align: usize, this: &Self) -> *mut u8 {
+        // SAFETY: the caller's layout, taken apart.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // Stacks are captured from this frame's record, whichever path records the
         // block, so that one call site has one stack: the lane and the settled path
         // leave different frames below it. So this frame stays live until the block is
@@ -176,7 +185,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
             && mode & (RECORDING | C_HOOKS | UNWINDING) == RECORDING
         {
             // SAFETY: forwarded with the caller's guarantees.
-            let ptr = unsafe { self.inner_alloc::<ZEROED>(layout) };
+            let ptr = unsafe { this.inner_alloc::<ZEROED>(layout) };
             if ptr.is_null() {
                 failed_in_lane(mode, Change::Alloc(layout.size()));
             } else {
@@ -185,7 +194,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
             return ptr;
         }
         // SAFETY: forwarded with the caller's guarantees.
-        let ptr = unsafe { self.alloc_settled::<ZEROED>(layout, entry_frame) };
+        let ptr = unsafe { this.alloc_settled::<ZEROED>(layout, entry_frame) };
         // Used after the call, so the call is not a tail call (see above).
         std::hint::black_box(ptr)
     }
@@ -216,7 +225,9 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// # Safety
     /// As [`GlobalAlloc::dealloc`].
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+    unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize, this: &Self) {
+        // SAFETY: the caller's layout, taken apart.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // The lane of a small block's free while the table is in use: clear its tag and
         // free it, with nothing to settle or finish, so no register to save.
         if let Some(mode) = counters::quiet_mode()
@@ -224,10 +235,10 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
             && sites::forget_small(ptr, layout.size())
         {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.inner.dealloc(ptr, layout) };
+            return unsafe { this.inner.dealloc(ptr, layout) };
         }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dealloc_settled(ptr, layout) }
+        unsafe { this.dealloc_settled(ptr, layout) }
     }
 
     /// [`dealloc_slow`](Self::dealloc_slow) outside its lane.
@@ -251,7 +262,15 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// # Safety
     /// As [`GlobalAlloc::realloc`].
     #[inline(never)]
-    unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    unsafe fn realloc_slow(
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        new_size: usize,
+        this: &Self,
+    ) -> *mut u8 {
+        // SAFETY: the caller's layout, taken apart.
+        let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         let change = Change::Realloc {
             old: layout.size(),
             new: new_size,
@@ -264,7 +283,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
         let moved = (mode & TABLE_IN_USE != 0).then(|| sites::take(ptr, layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
         let new = rust_call(mode, || unsafe {
-            self.inner.realloc(ptr, layout, new_size)
+            this.inner.realloc(ptr, layout, new_size)
         });
         if let Some(taken) = moved {
             if new.is_null() {
