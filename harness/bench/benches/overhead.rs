@@ -36,7 +36,7 @@ const VARIANTS: [(&str, &str); 5] = [
     ),
     ("dhat-rs heap profiler", env!("CARGO_BIN_EXE_workload-dhat")),
 ];
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
 
 fn repeats(workload: &str, exe: &str) -> usize {
     // dhat-rs takes half a second a repeat: five are plenty for its scale.
@@ -146,28 +146,32 @@ fn measure(workload: &str) {
         };
         println!(
             "\n{threads} thread(s){pinned}, fastest of {ROUNDS} rounds × {} repeats \
-             (dhat-rs: 5), and the median of the rounds' ratios:",
+             (dhat-rs: 5), and the median of the rounds' ratios with their quartiles:",
             repeats(workload, "")
         );
         for (i, (name, _)) in VARIANTS.iter().enumerate() {
+            let [first, median, third] = ratio_quartiles(&best[i], &best[0]);
             println!(
-                "  {name:<26} {:>9.2} ms  {:>6.2}× raw jemalloc  median {:>6.2}×  {}",
+                "  {name:<26} {:>9.2} ms  {:>6.2}× raw jemalloc  median {median:>6.2}× \
+                 ({first:.2}–{third:.2})  {}",
                 figures[i] as f64 / 1e6,
                 figures[i] as f64 / figures[0] as f64,
-                median_ratio(&best[i], &best[0]),
                 extras[i]
             );
         }
     }
 }
 
-/// The median over the rounds of `times[round] / base[round]`.
-fn median_ratio(times: &[u128], base: &[u128]) -> f64 {
+/// The quartiles (first, median, third) over the rounds of `times[round] / base[round]`:
+/// the spread between the first and third says how far the machine's noise moves a
+/// ratio, and so how small a difference the run can show.
+fn ratio_quartiles(times: &[u128], base: &[u128]) -> [f64; 3] {
     let mut ratios: Vec<f64> = times
         .iter()
         .zip(base)
         .map(|(&time, &base)| time as f64 / base as f64)
         .collect();
     ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
+    let last = ratios.len() - 1;
+    [last / 4, last / 2, (3 * last).div_ceil(4)].map(|i| ratios[i])
 }
