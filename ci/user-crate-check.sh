@@ -14,8 +14,8 @@ cp -r "$repo/ci/user-crate" "$work/"
 crate="$work/user-crate"
 sed -i "s|path = \"../../harness\"|path = \"$repo/harness\"|" "$crate/Cargo.toml"
 # One target dir for both crates built outside the repository's configuration
-# (ci/user-crate-check.sh, ci/engine-crate-check.sh): same dependencies, same flags, so
-# jemalloc and the rest are built once, not once per crate.
+# (ci/user-crate-check.sh, ci/engine-crate-check.sh): the same flags and mostly the same
+# dependencies, so jemalloc and most of the rest are built once, not once per crate.
 export CARGO_TARGET_DIR="$repo/target/outside"
 unset RUSTFLAGS
 cd "$crate"

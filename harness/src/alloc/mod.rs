@@ -170,10 +170,11 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     /// Allocates, zeroed if `ZEROED`, and records the block's site while recording.
     ///
     /// # Safety
-    /// As [`GlobalAlloc::alloc`].
+    /// `size` and `align` are a valid `Layout`'s (the caller's, taken apart); otherwise
+    /// as [`GlobalAlloc::alloc`].
     #[inline(never)]
     unsafe fn alloc_slow<const ZEROED: bool>(size: usize, align: usize, this: &Self) -> *mut u8 {
-        // SAFETY: the caller's layout, taken apart.
+        // SAFETY: a valid layout's size and alignment (see `# Safety`).
         let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // Stacks are captured from this frame's record, whichever path records the
         // block, so that one call site has one stack: the lane and the settled path
@@ -223,10 +224,11 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     }
 
     /// # Safety
-    /// As [`GlobalAlloc::dealloc`].
+    /// `size` and `align` are a valid `Layout`'s (the caller's, taken apart); otherwise
+    /// as [`GlobalAlloc::dealloc`].
     #[inline(never)]
     unsafe fn dealloc_slow(ptr: *mut u8, size: usize, align: usize, this: &Self) {
-        // SAFETY: the caller's layout, taken apart.
+        // SAFETY: a valid layout's size and alignment (see `# Safety`).
         let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         // The lane of a small block's free while the table is in use: clear its tag and
         // free it, with nothing to settle or finish, so no register to save.
@@ -260,7 +262,8 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
     }
 
     /// # Safety
-    /// As [`GlobalAlloc::realloc`].
+    /// `size` and `align` are a valid `Layout`'s (the caller's, taken apart); otherwise
+    /// as [`GlobalAlloc::realloc`].
     #[inline(never)]
     unsafe fn realloc_slow(
         ptr: *mut u8,
@@ -269,7 +272,7 @@ impl<A: GlobalAlloc> TrackingAlloc<A> {
         new_size: usize,
         this: &Self,
     ) -> *mut u8 {
-        // SAFETY: the caller's layout, taken apart.
+        // SAFETY: a valid layout's size and alignment (see `# Safety`).
         let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
         let change = Change::Realloc {
             old: layout.size(),
