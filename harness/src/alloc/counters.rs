@@ -45,12 +45,11 @@ const COUNTS_SHARED: u8 = 0x40;
 
 /// One thread's counters, in its thread-local storage. The owning thread is their only
 /// writer, apart from the mode copy and the bounds, which [`copy_mode_to_threads`] writes
-/// too. One cache line holds them all.
-#[repr(align(64))]
+/// too. One cache line holds them all. `repr(C)`: on x86-64 Linux the fast path reaches
+/// the fields at fixed offsets, and the thread-local's initial image is written out
+/// field by field (`counters/asm_slot.rs`).
+#[repr(C, align(64))]
 struct ThreadCounters {
-    /// The allocator's mode bits, plus [`UNREGISTERED`] or [`COUNTS_SHARED`]: zero when
-    /// a call only needs to count, in these counters.
-    mode: AtomicU8,
     /// Bytes allocated less bytes freed by this thread: negative when it freed blocks
     /// that other threads allocated.
     net_bytes: AtomicI64,
@@ -67,6 +66,9 @@ struct ThreadCounters {
     flushed: AtomicI64,
     /// The next registered thread's counters: the registry's list, under its lock.
     next: AtomicPtr<ThreadCounters>,
+    /// The allocator's mode bits, plus [`UNREGISTERED`] or [`COUNTS_SHARED`]: zero when
+    /// a call only needs to count, in these counters.
+    mode: AtomicU8,
 }
 
 impl ThreadCounters {
@@ -80,32 +82,6 @@ impl ThreadCounters {
             slow_below: AtomicI64::new(i64::MAX),
             flushed: AtomicI64::new(0),
             next: AtomicPtr::new(std::ptr::null_mut()),
-        }
-    }
-
-    /// Applies `change`; returns whether the call must take the slow path. Only the
-    /// owning thread calls it.
-    #[inline(always)]
-    fn apply(&self, change: Change) -> bool {
-        // Acquire on the bounds: a thread that finds them set for the slow path also
-        // sees the mode copy stored before them.
-        match change {
-            Change::Alloc(size) => {
-                bump(&self.allocations);
-                add(&self.net_bytes, size as i64) >= self.slow_at_or_above.load(Acquire)
-            }
-            Change::Free(size) => {
-                bump(&self.frees);
-                add(&self.net_bytes, -(size as i64)) < self.slow_below.load(Acquire)
-            }
-            Change::Realloc { old, new } => {
-                // One allocation and one free: live blocks unchanged.
-                bump(&self.allocations);
-                bump(&self.frees);
-                let net_bytes = add(&self.net_bytes, new as i64 - old as i64);
-                net_bytes >= self.slow_at_or_above.load(Acquire)
-                    || net_bytes < self.slow_below.load(Acquire)
-            }
         }
     }
 
@@ -182,14 +158,9 @@ impl ThreadCounters {
     }
 }
 
-/// Adds one to a counter only its owning thread writes: a plain load and store suffice
-/// (Release orders the counters for readers; a plain `mov` on x86).
-#[inline(always)]
-fn bump(counter: &AtomicU64) {
-    counter.store(counter.load(Relaxed).wrapping_add(1), Release);
-}
-
-/// Adds `delta` as [`bump`] does, and returns the new value.
+/// Adds `delta` to a counter only its owning thread writes, and returns the new value: a
+/// plain load and store suffice (Release orders the counters for readers; a plain `mov`
+/// on x86).
 #[inline(always)]
 fn add(counter: &AtomicI64, delta: i64) -> i64 {
     let value = counter.load(Relaxed).wrapping_add(delta);
@@ -255,18 +226,39 @@ static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
 });
 
 thread_local! {
-    // No destructor, so access is a plain thread-local load, without a state check, that
-    // works even while the thread's other thread-locals are being destroyed.
-    static THIS_THREAD: ThreadCounters = const { ThreadCounters::new() };
     static UNREGISTER: Unregister = const { Unregister };
 }
+
+// Where this thread's counters live, and the fast path that counts in them: a
+// thread-local reached with x86-64 assembly where the target allows it, `thread_local!`
+// elsewhere (and with `--cfg leakgate_portable_tls`, which CI uses to test that path).
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        not(miri),
+        not(leakgate_portable_tls)
+    ),
+    path = "counters/asm_slot.rs"
+)]
+#[cfg_attr(
+    not(all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        not(miri),
+        not(leakgate_portable_tls)
+    )),
+    path = "counters/std_slot.rs"
+)]
+mod slot;
+use slot::this_thread;
 
 /// Takes the thread's counters out of the registry when the thread exits.
 struct Unregister;
 
 impl Drop for Unregister {
     fn drop(&mut self) {
-        THIS_THREAD.with(|counters| {
+        this_thread(|counters| {
             let mut registry = REGISTRY.lock();
             registry.unlink(counters);
             counters.mode.store(COUNTS_SHARED, Relaxed);
@@ -305,7 +297,7 @@ impl Change {
 /// says that neither has anything to do.
 #[inline(always)]
 pub(crate) fn count(change: Change) -> bool {
-    THIS_THREAD.with(|counters| counters.apply(change))
+    slot::count(change)
 }
 
 /// This thread's copy of the allocator's mode (with [`UNREGISTERED`] or
@@ -314,7 +306,7 @@ pub(crate) fn count(change: Change) -> bool {
 pub(crate) fn thread_mode() -> u8 {
     // Acquire, paired with the copies' Release: see `copy_mode_to_threads`. A plain load
     // on x86.
-    THIS_THREAD.with(|counters| counters.mode.load(Acquire))
+    this_thread(|counters| counters.mode.load(Acquire))
 }
 
 /// The mode a slow-path call works in, from the thread's mode copy. On the thread's
@@ -341,7 +333,7 @@ fn settle_unregistered(copy: u8, change: Change) -> u8 {
     match thread_mode() {
         registered if registered & (UNREGISTERED | COUNTS_SHARED) == 0 => registered,
         _ => {
-            THIS_THREAD.with(|counters| counters.revert(change));
+            this_thread(|counters| counters.revert(change));
             let (allocations, frees, bytes) = change.counts();
             count_shared(allocations, frees, bytes);
             super::mode() | COUNTS_SHARED
@@ -355,7 +347,7 @@ fn settle_unregistered(copy: u8, change: Change) -> u8 {
 /// `None` otherwise. Such a call may skip both, and keep few registers.
 #[inline(always)]
 pub(crate) fn quiet_mode() -> Option<u8> {
-    THIS_THREAD.with(|counters| {
+    this_thread(|counters| {
         let mode = counters.mode.load(Acquire);
         (mode != 0 && mode & (UNREGISTERED | COUNTS_SHARED) == 0 && !counters.flush_due())
             .then_some(mode)
@@ -377,7 +369,7 @@ pub(crate) fn finish(mode: u8, change: Change, failed: bool) {
         }
         return;
     }
-    THIS_THREAD.with(|counters| {
+    this_thread(|counters| {
         if failed {
             counters.revert(change);
         }
@@ -393,7 +385,7 @@ pub(crate) static TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// This thread's net bytes, allocations and frees, for tests of the allocator's calls.
 #[cfg(test)]
 pub(crate) fn this_thread_counts() -> (i64, u64, u64) {
-    THIS_THREAD.with(|counters| {
+    this_thread(|counters| {
         (
             counters.net_bytes.load(Relaxed),
             counters.allocations.load(Relaxed),
@@ -414,7 +406,7 @@ fn count_shared(allocations: u64, frees: u64, bytes: i64) {
 }
 
 fn register() {
-    THIS_THREAD.with(|counters| {
+    this_thread(|counters| {
         // Registering the exit hook may allocate: those calls count in the shared
         // counters. A thread already exiting can register none and stays there.
         counters.mode.store(COUNTS_SHARED, Relaxed);
@@ -448,7 +440,7 @@ extern "C" fn forget_other_threads() {
     // SAFETY: in the child of a fork only this thread runs.
     unsafe { REGISTRY.unlock_after_fork() };
     let mut registry = REGISTRY.lock();
-    let this: *const ThreadCounters = THIS_THREAD.with(std::ptr::from_ref);
+    let this: *const ThreadCounters = this_thread(std::ptr::from_ref);
     let mut node = std::mem::replace(&mut registry.head, std::ptr::null());
     // SAFETY: the dead threads' thread-locals are still mapped in the child (the fork
     // copied them, and nothing has reused them yet).
@@ -589,6 +581,30 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A thread's counters start as `ThreadCounters::new()` sets them, in either slot:
+    /// on x86-64 Linux the thread-local's image is written out in assembly.
+    #[test]
+    fn a_new_thread_starts_with_new_counters() {
+        let fields = |counters: &ThreadCounters| {
+            (
+                counters.net_bytes.load(Relaxed),
+                counters.allocations.load(Relaxed),
+                counters.frees.load(Relaxed),
+                counters.slow_at_or_above.load(Relaxed),
+                counters.slow_below.load(Relaxed),
+                counters.flushed.load(Relaxed),
+                counters.next.load(Relaxed).is_null(),
+                counters.mode.load(Relaxed),
+            )
+        };
+        // The unit tests' global allocator is not `TrackingAlloc`: nothing has counted
+        // in a new thread's counters.
+        let started = std::thread::spawn(move || this_thread(|counters| fields(counters)))
+            .join()
+            .expect("the new thread panicked");
+        assert_eq!(started, fields(&ThreadCounters::new()));
+    }
+
     /// The counters as the allocator moves them, by direct calls: the unit tests' own
     /// global allocator is not `TrackingAlloc`, so only tests count here, one at a time.
     #[test]
@@ -709,7 +725,7 @@ mod tests {
             let code = match REGISTRY.try_lock() {
                 None => 2,
                 Some(registry) => {
-                    let this: *const ThreadCounters = THIS_THREAD.with(std::ptr::from_ref);
+                    let this: *const ThreadCounters = this_thread(std::ptr::from_ref);
                     let mut others = 0;
                     let mut found_this = false;
                     registry.for_each(|counters| {

@@ -28,7 +28,7 @@ use super::raw::{MmapBuf, SpinLock, Zeroable, map_sparse, release_pages};
 use super::shadow::{self, Shadow, Tag};
 #[cfg(test)]
 use super::stack::StackHash;
-use super::stack::{self, DEPTH, Frames};
+use super::stack::{self, DEPTH};
 use super::{RECORDING, ReentrancyGuard, TABLE_IN_USE, UNWINDING, set_mode};
 
 /// Which heap a site allocated from.
@@ -67,7 +67,9 @@ pub(crate) fn recording() -> bool {
     super::mode() & RECORDING != 0
 }
 
-/// Whether tagged blocks may be live, so frees must look for their entries.
+/// Whether tagged blocks may be live, so frees must look for their entries (C's, from
+/// jemalloc's hooks).
+#[cfg(feature = "jemalloc")]
 #[inline(always)]
 pub(crate) fn table_in_use() -> bool {
     super::mode() & TABLE_IN_USE != 0
@@ -328,7 +330,7 @@ pub(crate) fn on_c_alloc(address: usize, size: usize) {
     let Some(_guard) = ReentrancyGuard::enter() else {
         return;
     };
-    let mut frames = Frames::new();
+    let mut frames = stack::Frames::new();
     let hash = stack::capture_dwarf(&mut frames);
     let site = c_site(frames.as_slice(), hash);
     if site == NO_SITE {
