@@ -1,22 +1,26 @@
 //! This thread's counters on x86-64 Linux: a thread-local defined in assembly and reached
-//! through the initial-exec model, so that the fast path is seven instructions wherever
-//! the compiler inlines the allocator.
+//! through the initial-exec TLS model, so that counting an allocation or a free is six
+//! instructions wherever the compiler inlines the allocator.
 //!
-//! Why not `thread_local!`: a release build with several codegen units inlines the
-//! allocator into its callers, and where a caller's unit does not hold std's getter (a
-//! closure shim) it calls the getter out of line, 7 instructions more a call; and
-//! atomic loads of the bounds are not folded into the compare. Here the counters are
-//! reached at fixed offsets from the thread pointer (`fs`), in one cache line.
+//! Why not `thread_local!` (`std_slot.rs`, eight instructions): a release build with
+//! several codegen units inlines the allocator into its callers, and where a caller's
+//! unit does not hold std's getter (a closure shim) it calls the getter out of line, 7
+//! instructions more a call; LLVM does not fold an atomic load of a bound into the
+//! compare; and the inlined code sets up a frame on the fast path too. Here the counters
+//! are reached at fixed offsets from the thread pointer (`fs`), in one cache line, and
+//! the fast path branches to the slow one from inside the assembly.
 //!
-//! Memory model: the assembly's `mov`s are what the portable path's Relaxed, Acquire and
-//! Release atomics compile to on x86-64 (a load is an acquire, a store a release), and
-//! only the owning thread writes the counters it updates. The blocks do not claim
-//! `nomem`, so the compiler keeps every other memory access on its side of them.
+//! Memory model: the assembly's loads and stores are what the portable path's Relaxed,
+//! Acquire and Release atomics compile to on x86-64 (a `mov` load is an acquire, a store
+//! a release; an `add` to memory without `lock` is a load and a store), and only the
+//! owning thread writes the counters it updates. The blocks do not claim `nomem`, so the
+//! compiler keeps every other memory access on its side of them.
 //!
-//! The thread-local is in the static TLS block (initial-exec): an executable, or a
-//! shared object loaded at startup, can use it; in an executable the linker turns the
-//! GOT load into an immediate. Its symbol is hidden, and named after the crate's major
-//! and minor version so that two semver-incompatible copies keep their own.
+//! The thread-local is in the static TLS block: an executable, or a shared object loaded
+//! at startup, can use it (a `dlopen`ed one only while the static block has room for 64
+//! bytes more); in an executable the linker turns the GOT load into an immediate. Its
+//! symbol is hidden, and named after the crate's major and minor version so that two
+//! semver-incompatible copies keep their own.
 
 use std::arch::{asm, global_asm};
 use std::mem::{offset_of, size_of};
@@ -129,81 +133,78 @@ pub(super) fn this_thread<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
 }
 
 /// Applies `change` to this thread's counters; returns whether the call must take the
-/// slow path. An allocation or a free: the offset from the GOT (an immediate in an
-/// executable), one increment, one add to memory, two loads, then the compare and
-/// branch.
+/// slow path. An allocation or a free is six instructions: the offset from the GOT (an
+/// immediate in an executable), one increment, one add to memory, one load, and a
+/// compare with the bound in memory that branches to the slow path.
 #[inline(always)]
 pub(super) fn count(change: Change) -> bool {
+    // The registers are scratch (`out(reg) _`): the blocks have no outputs, so they may
+    // branch.
     match change {
-        Change::Alloc(size) => {
-            let (net_bytes, bound): (i64, i64);
-            // SAFETY: updates this thread's counters (see the module docs), which only
-            // this thread writes but for the bounds, which it only reads.
-            unsafe {
-                asm!(
-                    concat!("mov {bound}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
-                    "inc qword ptr fs:[{bound} + {allocations}]",
-                    "add qword ptr fs:[{bound} + {net}], {size}",
-                    "mov {net_bytes}, qword ptr fs:[{bound} + {net}]",
-                    "mov {bound}, qword ptr fs:[{bound} + {at_or_above}]",
-                    size = in(reg) size,
-                    net_bytes = out(reg) net_bytes,
-                    bound = out(reg) bound,
-                    allocations = const offset_of!(ThreadCounters, allocations),
-                    net = const offset_of!(ThreadCounters, net_bytes),
-                    at_or_above = const offset_of!(ThreadCounters, slow_at_or_above),
-                    options(nostack),
-                );
-            }
-            net_bytes >= bound
-        }
-        Change::Free(size) => {
-            let (net_bytes, bound): (i64, i64);
-            // SAFETY: as for an allocation.
-            unsafe {
-                asm!(
-                    concat!("mov {bound}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
-                    "inc qword ptr fs:[{bound} + {frees}]",
-                    "sub qword ptr fs:[{bound} + {net}], {size}",
-                    "mov {net_bytes}, qword ptr fs:[{bound} + {net}]",
-                    "mov {bound}, qword ptr fs:[{bound} + {below}]",
-                    size = in(reg) size,
-                    net_bytes = out(reg) net_bytes,
-                    bound = out(reg) bound,
-                    frees = const offset_of!(ThreadCounters, frees),
-                    net = const offset_of!(ThreadCounters, net_bytes),
-                    below = const offset_of!(ThreadCounters, slow_below),
-                    options(nostack),
-                );
-            }
-            net_bytes < bound
-        }
-        Change::Realloc { old, new } => {
-            let (net_bytes, at_or_above, below): (i64, i64, i64);
-            // SAFETY: as for an allocation. One allocation and one free: live blocks
-            // unchanged.
-            unsafe {
-                asm!(
-                    concat!("mov {at_or_above}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
-                    "inc qword ptr fs:[{at_or_above} + {allocations}]",
-                    "inc qword ptr fs:[{at_or_above} + {frees}]",
-                    "add qword ptr fs:[{at_or_above} + {net}], {delta}",
-                    "mov {net_bytes}, qword ptr fs:[{at_or_above} + {net}]",
-                    "mov {below}, qword ptr fs:[{at_or_above} + {below_offset}]",
-                    "mov {at_or_above}, qword ptr fs:[{at_or_above} + {at_or_above_offset}]",
-                    delta = in(reg) new.wrapping_sub(old),
-                    net_bytes = out(reg) net_bytes,
-                    at_or_above = out(reg) at_or_above,
-                    below = out(reg) below,
-                    allocations = const offset_of!(ThreadCounters, allocations),
-                    frees = const offset_of!(ThreadCounters, frees),
-                    net = const offset_of!(ThreadCounters, net_bytes),
-                    below_offset = const offset_of!(ThreadCounters, slow_below),
-                    at_or_above_offset = const offset_of!(ThreadCounters, slow_at_or_above),
-                    options(nostack),
-                );
-            }
-            net_bytes >= at_or_above || net_bytes < below
-        }
+        // SAFETY: updates this thread's counters (see the module docs), which only this
+        // thread writes but for the bounds, which it only reads.
+        Change::Alloc(size) => unsafe {
+            asm!(
+                concat!("mov {this}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+                "inc qword ptr fs:[{this} + {allocations}]",
+                "add qword ptr fs:[{this} + {net_bytes}], {size}",
+                "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
+                "cmp {net}, qword ptr fs:[{this} + {slow_at_or_above}]",
+                "jge {slow}",
+                size = in(reg) size,
+                this = out(reg) _,
+                net = out(reg) _,
+                allocations = const offset_of!(ThreadCounters, allocations),
+                net_bytes = const offset_of!(ThreadCounters, net_bytes),
+                slow_at_or_above = const offset_of!(ThreadCounters, slow_at_or_above),
+                slow = label { return true },
+                options(nostack),
+            );
+        },
+        // SAFETY: as for an allocation.
+        Change::Free(size) => unsafe {
+            asm!(
+                concat!("mov {this}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+                "inc qword ptr fs:[{this} + {frees}]",
+                "sub qword ptr fs:[{this} + {net_bytes}], {size}",
+                "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
+                "cmp {net}, qword ptr fs:[{this} + {slow_below}]",
+                "jl {slow}",
+                size = in(reg) size,
+                this = out(reg) _,
+                net = out(reg) _,
+                frees = const offset_of!(ThreadCounters, frees),
+                net_bytes = const offset_of!(ThreadCounters, net_bytes),
+                slow_below = const offset_of!(ThreadCounters, slow_below),
+                slow = label { return true },
+                options(nostack),
+            );
+        },
+        // One allocation and one free: live blocks unchanged.
+        // SAFETY: as for an allocation.
+        Change::Realloc { old, new } => unsafe {
+            asm!(
+                concat!("mov {this}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+                "inc qword ptr fs:[{this} + {allocations}]",
+                "inc qword ptr fs:[{this} + {frees}]",
+                "add qword ptr fs:[{this} + {net_bytes}], {delta}",
+                "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
+                "cmp {net}, qword ptr fs:[{this} + {slow_at_or_above}]",
+                "jge {slow}",
+                "cmp {net}, qword ptr fs:[{this} + {slow_below}]",
+                "jl {slow}",
+                delta = in(reg) new.wrapping_sub(old),
+                this = out(reg) _,
+                net = out(reg) _,
+                allocations = const offset_of!(ThreadCounters, allocations),
+                frees = const offset_of!(ThreadCounters, frees),
+                net_bytes = const offset_of!(ThreadCounters, net_bytes),
+                slow_at_or_above = const offset_of!(ThreadCounters, slow_at_or_above),
+                slow_below = const offset_of!(ThreadCounters, slow_below),
+                slow = label { return true },
+                options(nostack),
+            );
+        },
     }
+    false
 }
