@@ -230,26 +230,11 @@ thread_local! {
 }
 
 // Where this thread's counters live, and the fast path that counts in them: a
-// thread-local reached with x86-64 assembly where the target allows it, `thread_local!`
-// elsewhere (and with `--cfg leakgate_portable_tls`, which CI uses to test that path).
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_os = "linux",
-        not(miri),
-        not(leakgate_portable_tls)
-    ),
-    path = "counters/asm_slot.rs"
-)]
-#[cfg_attr(
-    not(all(
-        target_arch = "x86_64",
-        target_os = "linux",
-        not(miri),
-        not(leakgate_portable_tls)
-    )),
-    path = "counters/std_slot.rs"
-)]
+// thread-local reached with x86-64 assembly where `build.rs` sets `leakgate_asm_tls`,
+// `thread_local!` elsewhere (and with `--cfg leakgate_portable_tls`, which CI uses to
+// test that path).
+#[cfg_attr(leakgate_asm_tls, path = "counters/asm_slot.rs")]
+#[cfg_attr(not(leakgate_asm_tls), path = "counters/std_slot.rs")]
 mod slot;
 use slot::this_thread;
 
@@ -687,6 +672,69 @@ mod tests {
             );
             assert!(!call(Change::Alloc(8)), "the fast path again");
             call(Change::Free(8));
+        })
+        .join()
+        .expect("the counting thread panicked");
+    }
+
+    /// With the mode zero, a call takes the slow path exactly when it crosses a bound:
+    /// an allocation or a reallocation's growth that brings the net bytes to the upper
+    /// bound (`>=`), a free or a reallocation's shrinking that brings them below the
+    /// lower one (`<`). Both slots must agree, the assembly's jumps included.
+    #[test]
+    fn a_call_takes_the_slow_path_exactly_at_the_bounds() {
+        let _counters = lock_counters();
+        std::thread::spawn(|| {
+            register_this_thread();
+            // Distances from the net bytes up to the upper bound and down to the lower
+            // one, read afresh: a slow call flushes and sets the bounds around its net.
+            let room = || {
+                this_thread(|counters| {
+                    let net = counters.net_bytes.load(Relaxed);
+                    let up = counters.slow_at_or_above.load(Relaxed) - net;
+                    let down = net - counters.slow_below.load(Relaxed);
+                    (up as usize, down as usize)
+                })
+            };
+            let (up, down) = room();
+            assert_eq!((up, down), (FLUSH_BYTES as usize, FLUSH_BYTES as usize));
+            assert!(
+                !call(Change::Alloc(up - 1)),
+                "one byte short of the upper bound"
+            );
+            assert!(!call(Change::Free(up - 1)));
+            assert!(call(Change::Alloc(up)), "at the upper bound");
+            let (_, down) = room();
+            assert!(!call(Change::Free(down)), "at the lower bound");
+            assert!(!call(Change::Alloc(down)));
+            assert!(call(Change::Free(down + 1)), "below the lower bound");
+            let (up, _) = room();
+            let grow = |by| Change::Realloc {
+                old: 8,
+                new: 8 + by,
+            };
+            assert!(!call(grow(up - 1)), "a reallocation one byte short");
+            assert!(!call(Change::Realloc {
+                old: 8 + up - 1,
+                new: 8
+            }));
+            assert!(call(grow(up)), "a reallocation at the upper bound");
+            let (_, down) = room();
+            let shrink = |by| Change::Realloc {
+                old: 8 + by,
+                new: 8,
+            };
+            assert!(!call(shrink(down)), "a reallocation at the lower bound");
+            assert!(!call(grow(down)));
+            assert!(
+                call(shrink(down + 1)),
+                "a reallocation below the lower bound"
+            );
+            // Back to zero net bytes (the blocks are even): other tests read differences
+            // of totals that are clamped at zero.
+            let net = this_thread(|counters| counters.net_bytes.load(Relaxed));
+            call(grow(net.unsigned_abs() as usize));
+            assert_eq!(this_thread_counts().0, 0);
         })
         .join()
         .expect("the counting thread panicked");

@@ -3,7 +3,9 @@
 //!
 //! Fast path (always on): count the call in this thread's counters, compare its net
 //! bytes with one bound, and jump to the inner allocator: no lock, no allocation, no
-//! backtrace, no call beyond the inner allocator's, and no stack frame. Past the bound, a
+//! backtrace, no call beyond the inner allocator's, and no stack frame (on x86-64 Linux,
+//! where assembly reaches the counters; elsewhere std's thread-local getter may be a call
+//! of its own where the allocator is inlined). Past the bound, a
 //! slow path, out of line, does the rest: a flush of the counters, or, while this
 //! thread's mode copy is not zero (which sets the bound so that every call crosses it),
 //! the site bookkeeping. While sites are recorded, most slow-path calls have nothing to

@@ -18,9 +18,10 @@
 //!
 //! The thread-local is in the static TLS block: an executable, or a shared object loaded
 //! at startup, can use it (a `dlopen`ed one only while the static block has room for 64
-//! bytes more); in an executable the linker turns the GOT load into an immediate. Its
-//! symbol is hidden, and named after the crate's major and minor version so that two
-//! semver-incompatible copies keep their own.
+//! bytes more, else it fails to load: build with `--cfg leakgate_portable_tls` then); in
+//! an executable the linker turns the GOT load into an immediate. Its symbol is hidden,
+//! and `build.rs` names it after this build of the crate, so that two copies of leakgate
+//! in one link keep their own.
 
 use std::arch::{asm, global_asm};
 use std::mem::{offset_of, size_of};
@@ -28,34 +29,42 @@ use std::mem::{offset_of, size_of};
 use super::{Change, ThreadCounters};
 
 /// The thread-local's symbol.
-macro_rules! symbol {
+macro_rules! tls_symbol {
     () => {
-        concat!(
-            "leakgate_",
-            env!("CARGO_PKG_VERSION_MAJOR"),
-            "_",
-            env!("CARGO_PKG_VERSION_MINOR"),
-            "_thread_counters"
-        )
+        env!("LEAKGATE_TLS_SYMBOL")
     };
 }
 
-// The image below writes the fields at these offsets.
+/// The memory operand that holds the thread-local's offset from the thread pointer.
+macro_rules! tls_offset {
+    () => {
+        concat!("qword ptr [rip + ", tls_symbol!(), "@GOTTPOFF]")
+    };
+}
+
+// The fields' offsets, which the image below and the fast path use.
+const NET_BYTES: usize = offset_of!(ThreadCounters, net_bytes);
+const ALLOCATIONS: usize = offset_of!(ThreadCounters, allocations);
+const FREES: usize = offset_of!(ThreadCounters, frees);
+const SLOW_AT_OR_ABOVE: usize = offset_of!(ThreadCounters, slow_at_or_above);
+const SLOW_BELOW: usize = offset_of!(ThreadCounters, slow_below);
+const SIZE: usize = size_of::<ThreadCounters>();
+
+// The image writes the fields in this order, 8 bytes each, `mode` last.
 const _: () = {
-    assert!(offset_of!(ThreadCounters, net_bytes) == 0);
-    assert!(offset_of!(ThreadCounters, allocations) == 8);
-    assert!(offset_of!(ThreadCounters, frees) == 16);
-    assert!(offset_of!(ThreadCounters, slow_at_or_above) == 24);
-    assert!(offset_of!(ThreadCounters, slow_below) == 32);
+    assert!(NET_BYTES == 0);
+    assert!(ALLOCATIONS == 8);
+    assert!(FREES == 16);
+    assert!(SLOW_AT_OR_ABOVE == 24);
+    assert!(SLOW_BELOW == 32);
     assert!(offset_of!(ThreadCounters, flushed) == 40);
     assert!(offset_of!(ThreadCounters, next) == 48);
     assert!(offset_of!(ThreadCounters, mode) == 56);
-    assert!(size_of::<ThreadCounters>() == 64);
 };
 
-/// The words of `ThreadCounters::new()` before `next` (which it sets to null), and its
-/// mode byte: a new field fails to compile here until the image has it.
-const NEW: ([i64; 6], u8) = {
+/// `ThreadCounters::new()`'s words up to `next` (null), and its mode byte: a new field
+/// fails to compile here until the image has it.
+const INITIAL_IMAGE: ([i64; 6], u8) = {
     let ThreadCounters {
         net_bytes,
         allocations,
@@ -63,9 +72,10 @@ const NEW: ([i64; 6], u8) = {
         slow_at_or_above,
         slow_below,
         flushed,
-        next: _,
+        next,
         mode,
     } = ThreadCounters::new();
+    assert!(next.into_inner().is_null());
     (
         [
             net_bytes.into_inner(),
@@ -82,25 +92,26 @@ const NEW: ([i64; 6], u8) = {
 global_asm!(
     ".pushsection .tdata,\"awT\",@progbits",
     ".p2align 6",
-    concat!(".globl ", symbol!()),
-    concat!(".hidden ", symbol!()),
-    concat!(".type ", symbol!(), ",@object"),
-    concat!(".size ", symbol!(), ", 64"),
-    concat!(symbol!(), ":"),
+    concat!(".globl ", tls_symbol!()),
+    concat!(".hidden ", tls_symbol!()),
+    concat!(".type ", tls_symbol!(), ",@object"),
+    concat!(".size ", tls_symbol!(), ", {size}"),
+    concat!(tls_symbol!(), ":"),
     ".quad {0}, {1}, {2}, {3}, {4}, {5}",
     // next
     ".quad 0",
     ".byte {mode}",
-    // up to 64 bytes
-    ".zero 7",
+    ".zero {padding}",
     ".popsection",
-    const NEW.0[0],
-    const NEW.0[1],
-    const NEW.0[2],
-    const NEW.0[3],
-    const NEW.0[4],
-    const NEW.0[5],
-    mode = const NEW.1,
+    const INITIAL_IMAGE.0[0],
+    const INITIAL_IMAGE.0[1],
+    const INITIAL_IMAGE.0[2],
+    const INITIAL_IMAGE.0[3],
+    const INITIAL_IMAGE.0[4],
+    const INITIAL_IMAGE.0[5],
+    mode = const INITIAL_IMAGE.1,
+    size = const SIZE,
+    padding = const SIZE - offset_of!(ThreadCounters, mode) - 1,
 );
 
 /// The address of this thread's counters.
@@ -108,15 +119,14 @@ global_asm!(
 fn address() -> *const ThreadCounters {
     let address: *const ThreadCounters;
     // SAFETY: reads the thread pointer (at `fs:0`, by the x86-64 TLS ABI) and the
-    // symbol's offset from it. Both are constant for the thread's life, which is why the
-    // block may claim `pure, nomem`: the compiler may reuse its result within a function,
-    // which runs on one thread.
+    // symbol's offset from it, both constant for the thread's life: `pure, readonly` lets
+    // the compiler reuse the result until the next store.
     unsafe {
         asm!(
             "mov {address}, qword ptr fs:[0]",
-            concat!("add {address}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+            concat!("add {address}, ", tls_offset!()),
             address = out(reg) address,
-            options(pure, nomem, nostack),
+            options(pure, readonly, nostack),
         );
     }
     address
@@ -128,7 +138,7 @@ pub(super) fn this_thread<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
     // SAFETY: the static TLS block lives as long as the thread, past its thread-local
     // destructors, and holds the symbol aligned to 64 bytes with `ThreadCounters`'
     // layout (checked above); every field is an atomic, so a shared reference is sound
-    // while other threads read them.
+    // while this thread's assembly and other threads read or write them.
     f(unsafe { &*address() })
 }
 
@@ -136,16 +146,18 @@ pub(super) fn this_thread<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
 /// slow path. An allocation or a free is six instructions: the offset from the GOT (an
 /// immediate in an executable), one increment, one add to memory, one load, and a
 /// compare with the bound in memory that branches to the slow path.
+///
+/// `this` holds the offset from the first instruction, so it is early-clobbered (`out`)
+/// and never shares the input's register; `net` is written after the input's last read
+/// (`lateout`). Discarded outputs are clobbers, so the blocks may branch to a `label`.
 #[inline(always)]
 pub(super) fn count(change: Change) -> bool {
-    // The registers are scratch (`out(reg) _`): the blocks have no outputs, so they may
-    // branch.
     match change {
         // SAFETY: updates this thread's counters (see the module docs), which only this
         // thread writes but for the bounds, which it only reads.
         Change::Alloc(size) => unsafe {
             asm!(
-                concat!("mov {this}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+                concat!("mov {this}, ", tls_offset!()),
                 "inc qword ptr fs:[{this} + {allocations}]",
                 "add qword ptr fs:[{this} + {net_bytes}], {size}",
                 "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
@@ -153,10 +165,10 @@ pub(super) fn count(change: Change) -> bool {
                 "jge {slow}",
                 size = in(reg) size,
                 this = out(reg) _,
-                net = out(reg) _,
-                allocations = const offset_of!(ThreadCounters, allocations),
-                net_bytes = const offset_of!(ThreadCounters, net_bytes),
-                slow_at_or_above = const offset_of!(ThreadCounters, slow_at_or_above),
+                net = lateout(reg) _,
+                allocations = const ALLOCATIONS,
+                net_bytes = const NET_BYTES,
+                slow_at_or_above = const SLOW_AT_OR_ABOVE,
                 slow = label { return true },
                 options(nostack),
             );
@@ -164,7 +176,7 @@ pub(super) fn count(change: Change) -> bool {
         // SAFETY: as for an allocation.
         Change::Free(size) => unsafe {
             asm!(
-                concat!("mov {this}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+                concat!("mov {this}, ", tls_offset!()),
                 "inc qword ptr fs:[{this} + {frees}]",
                 "sub qword ptr fs:[{this} + {net_bytes}], {size}",
                 "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
@@ -172,10 +184,10 @@ pub(super) fn count(change: Change) -> bool {
                 "jl {slow}",
                 size = in(reg) size,
                 this = out(reg) _,
-                net = out(reg) _,
-                frees = const offset_of!(ThreadCounters, frees),
-                net_bytes = const offset_of!(ThreadCounters, net_bytes),
-                slow_below = const offset_of!(ThreadCounters, slow_below),
+                net = lateout(reg) _,
+                frees = const FREES,
+                net_bytes = const NET_BYTES,
+                slow_below = const SLOW_BELOW,
                 slow = label { return true },
                 options(nostack),
             );
@@ -184,7 +196,7 @@ pub(super) fn count(change: Change) -> bool {
         // SAFETY: as for an allocation.
         Change::Realloc { old, new } => unsafe {
             asm!(
-                concat!("mov {this}, qword ptr [rip + ", symbol!(), "@GOTTPOFF]"),
+                concat!("mov {this}, ", tls_offset!()),
                 "inc qword ptr fs:[{this} + {allocations}]",
                 "inc qword ptr fs:[{this} + {frees}]",
                 "add qword ptr fs:[{this} + {net_bytes}], {delta}",
@@ -195,12 +207,12 @@ pub(super) fn count(change: Change) -> bool {
                 "jl {slow}",
                 delta = in(reg) new.wrapping_sub(old),
                 this = out(reg) _,
-                net = out(reg) _,
-                allocations = const offset_of!(ThreadCounters, allocations),
-                frees = const offset_of!(ThreadCounters, frees),
-                net_bytes = const offset_of!(ThreadCounters, net_bytes),
-                slow_at_or_above = const offset_of!(ThreadCounters, slow_at_or_above),
-                slow_below = const offset_of!(ThreadCounters, slow_below),
+                net = lateout(reg) _,
+                allocations = const ALLOCATIONS,
+                frees = const FREES,
+                net_bytes = const NET_BYTES,
+                slow_at_or_above = const SLOW_AT_OR_ABOVE,
+                slow_below = const SLOW_BELOW,
                 slow = label { return true },
                 options(nostack),
             );

@@ -1,8 +1,10 @@
-//! This thread's counters in a `thread_local!`, for every target but x86-64 Linux.
+//! This thread's counters in a `thread_local!`, where `build.rs` does not set
+//! `leakgate_asm_tls`: every target but 64-bit x86-64 Linux, Miri, and builds with
+//! `--cfg leakgate_portable_tls`.
 //!
-//! Its fast path is eight instructions on x86-64, plus a call to std's getter where a
-//! release build with several codegen units inlines the allocator into a unit that does
-//! not hold the getter: see `asm_slot.rs`, which avoids both.
+//! On x86-64 Linux its fast path is eight instructions, plus a call to std's getter where
+//! a release build with several codegen units inlines the allocator into a unit that
+//! does not hold the getter: see `asm_slot.rs`, which avoids both.
 
 use std::sync::atomic::{
     AtomicU64,
