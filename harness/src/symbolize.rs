@@ -59,9 +59,10 @@ pub(crate) fn resolve_sites<'a>(
     }
 }
 
-/// Symbolizes the stack of a thread that faulted. Like [`symbolize`], except that C
-/// functions right above the first user frame are kept: there they are the engine's own
-/// code where the fault happened (`mdb_page_search_root` … `mdb_get` under heed).
+/// Symbolizes the stack of a thread that faulted. Like a Rust heap site in
+/// [`resolve_sites`], except that C functions right above the first user frame are kept:
+/// there they are the engine's own code where the fault happened (`mdb_page_search_root`
+/// … `mdb_get` under heed).
 pub(crate) fn symbolize_fault(ips: &[usize]) -> Vec<Frame> {
     fault_frames(resolve(ips, &crate::maps::current()))
 }

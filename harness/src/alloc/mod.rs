@@ -124,7 +124,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAlloc<A> {
 /// or a slow path by a tail call, so it saves no register, and a captured stack has no
 /// frame more.
 ///
-/// A call takes the slow path when [`counters::count`] says so: its thread's mode copy
+/// A call takes the slow path when `counters::count` says so: its thread's mode copy
 /// is not zero (sites are recorded, C hooks are installed, or its counters are not
 /// registered), or a flush is due.
 ///

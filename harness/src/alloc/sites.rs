@@ -147,7 +147,7 @@ pub(crate) fn on_alloc(address: *mut u8, size: usize, entry_frame: usize) {
 }
 
 /// Removes a freed block's entry, if it has one. Called while the mode has
-/// [`TABLE_IN_USE`](super::TABLE_IN_USE).
+/// [`TABLE_IN_USE`].
 #[inline(never)]
 pub(crate) fn on_dealloc(address: *mut u8, size: usize) {
     if !forget_small(address, size) {
