@@ -5,10 +5,9 @@
 //! bytes with one bound, and jump to the inner allocator: no lock, no allocation, no
 //! backtrace, no call beyond the inner allocator's, and no stack frame (on x86-64 Linux,
 //! where assembly reaches the counters; elsewhere std's thread-local getter may be a call
-//! of its own where the allocator is inlined). Past the bound, a
-//! slow path, out of line, does the rest: a flush of the counters, or, while this
-//! thread's mode copy is not zero (which sets the bound so that every call crosses it),
-//! the site bookkeeping. While sites are recorded, most slow-path calls have nothing to
+//! of its own where the allocator is inlined). Past the bound, a slow path, out of line,
+//! does the rest: a flush of the counters, or, while this thread's mode copy is not zero
+//! (which sets the bound so that every call crosses it), the site bookkeeping. While sites are recorded, most slow-path calls have nothing to
 //! settle or finish (no flush due, no C hooks, counters registered), and take a lane that
 //! keeps few registers: an allocation calls the inner allocator and the site bookkeeping
 //! only (unless stacks are unwound by DWARF), and the free of a block that can only be in

@@ -142,58 +142,50 @@ pub(super) fn this_thread<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
     f(unsafe { &*address() })
 }
 
-/// Applies `change` to this thread's counters; returns whether the call must take the
-/// slow path. An allocation or a free is six instructions: the offset from the GOT (an
-/// immediate in an executable), one increment, one add to memory, one load, and a
-/// compare with the bound in memory that branches to the slow path.
+/// One allocation (`inc` of `ALLOCATIONS`, `add`, `jge` past `SLOW_AT_OR_ABOVE`) or one
+/// free (`inc` of `FREES`, `sub`, `jl` below `SLOW_BELOW`): returns `true` from the
+/// calling function when the call must take the slow path. Six instructions: the offset
+/// from the GOT (an immediate in an executable), one increment, one add to memory, one
+/// load, and a compare with the bound in memory that branches to the slow path.
 ///
 /// `this` holds the offset from the first instruction, so it is early-clobbered (`out`)
 /// and never shares the input's register; `net` is written after the input's last read
-/// (`lateout`). Discarded outputs are clobbers, so the blocks may branch to a `label`.
+/// (`lateout`). Discarded outputs are clobbers, so the block may branch to a `label`.
+macro_rules! count_one_call {
+    ($size:expr, $count:expr, $add_or_sub:literal, $bound:expr, $jump_if_crossed:literal) => {
+        // SAFETY: updates this thread's counters (see the module docs), which only this
+        // thread writes but for the bounds, which it only reads.
+        unsafe {
+            asm!(
+                concat!("mov {this}, ", tls_offset!()),
+                "inc qword ptr fs:[{this} + {count}]",
+                concat!($add_or_sub, " qword ptr fs:[{this} + {net_bytes}], {size}"),
+                "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
+                "cmp {net}, qword ptr fs:[{this} + {bound}]",
+                concat!($jump_if_crossed, " {slow}"),
+                size = in(reg) $size,
+                this = out(reg) _,
+                net = lateout(reg) _,
+                count = const $count,
+                net_bytes = const NET_BYTES,
+                bound = const $bound,
+                slow = label { return true },
+                options(nostack),
+            )
+        }
+    };
+}
+
+/// Applies `change` to this thread's counters; returns whether the call must take the
+/// slow path.
 #[inline(always)]
 pub(super) fn count(change: Change) -> bool {
     match change {
-        // SAFETY: updates this thread's counters (see the module docs), which only this
-        // thread writes but for the bounds, which it only reads.
-        Change::Alloc(size) => unsafe {
-            asm!(
-                concat!("mov {this}, ", tls_offset!()),
-                "inc qword ptr fs:[{this} + {allocations}]",
-                "add qword ptr fs:[{this} + {net_bytes}], {size}",
-                "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
-                "cmp {net}, qword ptr fs:[{this} + {slow_at_or_above}]",
-                "jge {slow}",
-                size = in(reg) size,
-                this = out(reg) _,
-                net = lateout(reg) _,
-                allocations = const ALLOCATIONS,
-                net_bytes = const NET_BYTES,
-                slow_at_or_above = const SLOW_AT_OR_ABOVE,
-                slow = label { return true },
-                options(nostack),
-            );
-        },
-        // SAFETY: as for an allocation.
-        Change::Free(size) => unsafe {
-            asm!(
-                concat!("mov {this}, ", tls_offset!()),
-                "inc qword ptr fs:[{this} + {frees}]",
-                "sub qword ptr fs:[{this} + {net_bytes}], {size}",
-                "mov {net}, qword ptr fs:[{this} + {net_bytes}]",
-                "cmp {net}, qword ptr fs:[{this} + {slow_below}]",
-                "jl {slow}",
-                size = in(reg) size,
-                this = out(reg) _,
-                net = lateout(reg) _,
-                frees = const FREES,
-                net_bytes = const NET_BYTES,
-                slow_below = const SLOW_BELOW,
-                slow = label { return true },
-                options(nostack),
-            );
-        },
-        // One allocation and one free: live blocks unchanged.
-        // SAFETY: as for an allocation.
+        Change::Alloc(size) => count_one_call!(size, ALLOCATIONS, "add", SLOW_AT_OR_ABOVE, "jge"),
+        Change::Free(size) => count_one_call!(size, FREES, "sub", SLOW_BELOW, "jl"),
+        // One allocation and one free: live blocks unchanged; registers as in
+        // `count_one_call!`, with two compares.
+        // SAFETY: as in `count_one_call!`.
         Change::Realloc { old, new } => unsafe {
             asm!(
                 concat!("mov {this}, ", tls_offset!()),
